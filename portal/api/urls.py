@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from portal.api import views
+
+org_router = SimpleRouter()
+org_router.register("members", views.MemberViewSet, basename="member")
+org_router.register("invitations", views.InvitationViewSet, basename="invitation")
+
+
+def app_org_routes() -> list:
+    """Each app contributes its organization-scoped API routes (``<app>.api.urls.org_urls``)."""
+    from importlib import import_module
+
+    routes = []
+    for app in ("stations", "billing", "loadmgmt"):
+        try:
+            module = import_module(f"{app}.api_urls")
+        except ModuleNotFoundError:
+            continue
+        routes += module.org_urlpatterns
+    return routes
+
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("me/", views.MeView.as_view(), name="api-me"),
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
+    path("organizations/", views.OrganizationListView.as_view(), name="api-organizations"),
+    path(
+        "organizations/<slug:org>/",
+        views.OrganizationDetailView.as_view(),
+        name="api-organization",
+    ),
+    path("organizations/<slug:org>/", include(org_router.urls + app_org_routes())),
+    path(
+        "invitations/<str:token>/accept/",
+        views.InvitationAcceptView.as_view(),
+        name="api-invitation-accept",
+    ),
+]

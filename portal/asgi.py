@@ -1,0 +1,64 @@
+"""The one ASGI application: HTTP (Django), browser websockets (session-authenticated) and
+station websockets (OCPP, authenticated by the station's own HTTP Basic credentials).
+
+Serve with Uvicorn (``uvicorn portal.asgi:application``): it has no websocket lifetime limit
+(Daphne closes every socket after 24 h by default) and supports the websocket denial response
+that OCPP's handshake errors (401, 404) need.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from portal.routing import (  # noqa: E402
+    browser_websocket_urlpatterns,
+    station_websocket_urlpatterns,
+)
+
+
+class _WebsocketRouter:
+    """Stations do not send an Origin header and authenticate themselves; browsers do and
+    must come from an allowed host, with the session cookie."""
+
+    def __init__(self) -> None:
+        self.stations = URLRouter(station_websocket_urlpatterns())
+        self.browsers = AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(browser_websocket_urlpatterns))
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"].startswith("/ocpp/"):
+            return await self.stations(scope, receive, send)
+        return await self.browsers(scope, receive, send)
+
+
+_router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": _WebsocketRouter()})
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Adds the lifespan protocol: starts the in-process periodic runner where configured."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if settings.PERIODIC_IN_PROCESS:
+                    from portal.periodic import start_in_process_beat
+
+                    start_in_process_beat()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    return await _router(scope, receive, send)

@@ -1,0 +1,23 @@
+"""Websocket routes of the whole project. Apps add theirs here (stations adds /ocpp/)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from portal.consumers import LiveConsumer
+
+browser_websocket_urlpatterns = [
+    path("ws/live/", LiveConsumer.as_asgi()),
+]
+
+
+def station_websocket_urlpatterns() -> list:
+    """The OCPP endpoint, when the stations app provides one."""
+    try:
+        from stations.routing import websocket_urlpatterns
+    except ImportError:
+        return []
+    return list(websocket_urlpatterns)
+
+
+__all__ = ["browser_websocket_urlpatterns", "station_websocket_urlpatterns"]

@@ -1,0 +1,37 @@
+"""The periodic work of the portal, in one place.
+
+Each entry names a Celery task and its interval. Every entry expires before its next run, so
+a backlog (a worker that was down) never piles up duplicate runs. Later features add their
+entries to ``PERIODIC``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    task: str
+    every: timedelta
+
+    @property
+    def expires(self) -> float:
+        # Expire a little before the next run is due.
+        return max(1.0, self.every.total_seconds() * 0.9)
+
+
+PERIODIC: dict[str, PeriodicTask] = {
+    "invitations-purge-expired": PeriodicTask(
+        "portal.tasks.invitations_purge_expired", timedelta(hours=6)
+    ),
+}
+
+
+def celery_beat_schedule() -> dict[str, dict[str, Any]]:
+    return {
+        name: {"task": entry.task, "schedule": entry.every, "options": {"expires": entry.expires}}
+        for name, entry in PERIODIC.items()
+    }
