@@ -12,28 +12,38 @@ import time
 
 from django.db import close_old_connections
 
-from portal.schedule import PERIODIC
+from portal.schedule import PERIODIC, PeriodicTask
 
 log = logging.getLogger(__name__)
 _started = threading.Event()
+STARTUP_DELAY_S = 5.0
+
+
+def run_due(
+    next_due: dict[str, float], now: float, entries: dict[str, PeriodicTask] | None = None
+) -> list[str]:
+    """Run every entry whose time has come; returns their names. ``next_due`` is updated."""
+    from portal.celery import app
+
+    ran = []
+    for name, entry in (PERIODIC if entries is None else entries).items():
+        if now < next_due.setdefault(name, now + STARTUP_DELAY_S):
+            continue
+        next_due[name] = now + entry.every.total_seconds()
+        try:
+            app.tasks[entry.task].apply(throw=True)
+        except Exception:  # keep the loop alive; a failing task must not stop the others
+            log.exception("periodic task %s failed", name)
+        finally:
+            close_old_connections()
+        ran.append(name)
+    return ran
 
 
 def _run_forever(stop: threading.Event) -> None:
-    from portal.celery import app
-
-    next_due = {name: time.monotonic() + 5 for name in PERIODIC}
+    next_due: dict[str, float] = {}
     while not stop.wait(1.0):
-        now = time.monotonic()
-        for name, entry in PERIODIC.items():
-            if now < next_due[name]:
-                continue
-            next_due[name] = now + entry.every.total_seconds()
-            try:
-                app.tasks[entry.task].apply()
-            except Exception:  # keep the loop alive; a failing task must not stop the others
-                log.exception("periodic task %s failed", name)
-            finally:
-                close_old_connections()
+        run_due(next_due, time.monotonic())
 
 
 def start_in_process_beat() -> threading.Event | None:

@@ -19,12 +19,10 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseBase
 from rest_framework import permissions
 
-from portal.models import Membership, Organization, Role
+from portal.models import Membership, Organization, Role, User
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
-
-    from portal.models import User
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -76,7 +74,7 @@ class OrgViewMixin(LoginRequiredMixin):
 def remember_organization(user: User, organization: Organization) -> None:
     """Land the user in the organization they used last (one UPDATE only when it changes)."""
     if user.last_organization_id != organization.id:
-        type(user).objects.filter(pk=user.pk).update(last_organization=organization)
+        User.objects.filter(pk=user.pk).update(last_organization=organization)
         user.last_organization_id = organization.id
 
 

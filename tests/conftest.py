@@ -18,13 +18,56 @@ from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 
 def pytest_configure(config):
-    # Fast hashing in tests; argon2 stays the production hasher (tested explicitly).
     from django.conf import settings
 
+    # Fast hashing in tests; argon2 stays the production hasher (tested explicitly).
     settings.PASSWORD_HASHERS = [
         "django.contrib.auth.hashers.MD5PasswordHasher",
         "django.contrib.auth.hashers.Argon2PasswordHasher",
     ]
+    # Per-run isolation on a shared Redis: our own channel-layer prefix, and a local cache
+    # (clearing a Redis cache would flush the whole database).
+    if settings.REDIS_URL:
+        settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"test{os.getpid()}"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.WHITENOISE_USE_FINDERS = True
+    settings.WHITENOISE_AUTOREFRESH = True
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+def _skip_or_fail(reason: str, required: bool) -> None:
+    if required:
+        pytest.fail(f"{reason} (required in CI)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _services_missing() -> str | None:
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return "needs PostgreSQL: set DATABASE_URL"
+    if not settings.REDIS_URL:
+        return "needs Redis: set REDIS_URL"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _real_services_gate(request):
+    """Tests marked ``services`` run only on PostgreSQL + Redis; skipped (with the reason)
+    elsewhere, and a failure instead of a skip when REQUIRE_REAL_SERVICES=1 (CI)."""
+    if request.node.get_closest_marker("services"):
+        missing = _services_missing()
+        if missing:
+            _skip_or_fail(missing, real_services_expected())
+    yield
 
 
 @dataclass

@@ -83,11 +83,12 @@ class OrganizationListView(generics.ListCreateAPIView):
         serializer.context["roles"] = {organization.id: Role.OWNER}
 
 
-class OrganizationDetailView(APIView):
+class OrganizationDetailView(generics.GenericAPIView):
     """One organization: members read it, managers rename it, owners delete it
     (``?confirm=<name>`` must repeat the name)."""
 
     permission_classes = [OrgRolePermission]
+    serializer_class = s.OrganizationSerializer
     write_roles = {"delete": Role.OWNER}
 
     @property
