@@ -14,11 +14,24 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
-    list_display = ["username", "email", "first_name", "last_name", "is_staff", "is_active",
-                    "date_joined", "last_login"]
+    list_display = [
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "is_staff",
+        "is_active",
+        "date_joined",
+        "last_login",
+    ]
     list_filter = ["is_staff", "is_superuser", "is_active", "date_joined"]
-    search_fields = ["username", "email", "first_name", "last_name",
-                     "memberships__organization__name"]
+    search_fields = [
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "memberships__organization__name",
+    ]
     ordering = ["username"]
     fieldsets = (
         *BaseUserAdmin.fieldsets,
@@ -57,8 +70,15 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
-    list_display = ["email", "organization", "role", "invited_by", "created_at", "expires_at",
-                    "accepted_at"]
+    list_display = [
+        "email",
+        "organization",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+    ]
     list_filter = ["role", "accepted_at", "expires_at"]
     search_fields = ["email", "organization__name", "organization__slug"]
     list_select_related = ["organization", "invited_by"]

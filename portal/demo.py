@@ -85,7 +85,9 @@ def seed() -> DemoContext:
 
 
 def logins() -> list[tuple[str, str, str]]:
-    rows = [(email, DEMO_PASSWORD, role.label if role else "driver")
-            for _name, email, role in DEMO_USERS]
+    rows = [
+        (email, DEMO_PASSWORD, role.label if role else "driver")
+        for _name, email, role in DEMO_USERS
+    ]
     rows.append(("admin@demo.test", DEMO_PASSWORD, "platform admin (/admin/)"))
     return rows

@@ -56,8 +56,11 @@ def _check_broker() -> dict[str, Any]:
     return {"ok": True, "needed": True}
 
 
-CHECKS = {"database": _check_database, "channel_layer": _check_channel_layer,
-          "broker": _check_broker}
+CHECKS = {
+    "database": _check_database,
+    "channel_layer": _check_channel_layer,
+    "broker": _check_broker,
+}
 
 
 @never_cache

@@ -23,8 +23,13 @@ def user_group(user_id: int) -> str:
     return f"user-{user_id}"
 
 
-def push(group: str, event: str, *, data: dict[str, Any] | None = None,
-         fragments: dict[str, str] | None = None) -> None:
+def push(
+    group: str,
+    event: str,
+    *,
+    data: dict[str, Any] | None = None,
+    fragments: dict[str, str] | None = None,
+) -> None:
     """Send after the current transaction commits (immediately when none is open)."""
     message = {
         "type": "live.event",
@@ -41,13 +46,22 @@ def push(group: str, event: str, *, data: dict[str, Any] | None = None,
     transaction.on_commit(send)
 
 
-async def push_async(group: str, event: str, *, data: dict[str, Any] | None = None,
-                     fragments: dict[str, str] | None = None) -> None:
+async def push_async(
+    group: str,
+    event: str,
+    *,
+    data: dict[str, Any] | None = None,
+    fragments: dict[str, str] | None = None,
+) -> None:
     """From async code (consumers) that has already committed its writes."""
     layer = get_channel_layer()
     if layer is not None:
         await layer.group_send(
             group,
-            {"type": "live.event", "event": event, "data": data or {},
-             "fragments": fragments or {}},
+            {
+                "type": "live.event",
+                "event": event,
+                "data": data or {},
+                "fragments": fragments or {},
+            },
         )

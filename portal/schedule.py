@@ -27,6 +27,9 @@ PERIODIC: dict[str, PeriodicTask] = {
     "invitations-purge-expired": PeriodicTask(
         "portal.tasks.invitations_purge_expired", timedelta(hours=6)
     ),
+    "stations-mark-offline": PeriodicTask(
+        "stations.tasks.stations_mark_offline", timedelta(seconds=30)
+    ),
 }
 
 

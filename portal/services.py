@@ -151,7 +151,7 @@ def invitation_accept(*, token: str, user: User) -> Membership:
         raise DomainError(
             _("This invitation was sent to another e-mail address."), code="wrong_recipient"
         )
-    membership, created = Membership.objects.get_or_create(
+    membership, _created = Membership.objects.get_or_create(
         organization=invitation.organization, user=user, defaults={"role": invitation.role}
     )
     invitation.accepted_at = timezone.now()

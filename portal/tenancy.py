@@ -3,15 +3,14 @@
 The tenant is the organization named by the ``org`` slug in the URL (pages ``/o/<org>/...``,
 API ``/api/v1/organizations/<org>/...``). It is resolved once per request from the
 authenticated user's memberships (session or API token alike); an organization the user is
-not a member of is a 404, indistinguishable from one that does not exist. Tenant-owned models
-use ``portal.querysets.TenantQuerySet`` and declare ``tenant_path`` (the lookup to their organization), and
-every view or viewset reads them through ``for_tenant``.
+not a member of is a 404, indistinguishable from one that does not exist. Tenant-owned
+models use ``portal.querysets.TenantQuerySet`` and declare ``tenant_path`` (the lookup to
+their organization), and every view or viewset reads them through ``for_tenant``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
 
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied

@@ -270,9 +270,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         except DomainError as exc:
             messages.error(request, exc.detail)
             return redirect("home")
-        messages.success(
-            request, _("Welcome to %(org)s.") % {"org": membership.organization.name}
-        )
+        messages.success(request, _("Welcome to %(org)s.") % {"org": membership.organization.name})
         return redirect("org_dashboard", org=membership.organization.slug)
     return render(request, "portal/invitation_accept.html", {"invitation": invitation})
 

@@ -51,6 +51,8 @@ class InvitationFactory(factory.django.DjangoModelFactory):
     email = factory.Sequence(lambda n: f"invitee{n}@example.test")
     role = Role.VIEWER
     expires_at = factory.LazyFunction(
-        lambda: __import__("django.utils.timezone").utils.timezone.now()
-        + __import__("datetime").timedelta(days=14)
+        lambda: (
+            __import__("django.utils.timezone").utils.timezone.now()
+            + __import__("datetime").timedelta(days=14)
+        )
     )

@@ -34,9 +34,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"
-        detail = response.data.get("detail", response.data) if isinstance(
-            response.data, dict
-        ) else response.data
+        detail = (
+            response.data.get("detail", response.data)
+            if isinstance(response.data, dict)
+            else response.data
+        )
     else:  # pragma: no cover - DRF only returns responses for APIException
         code, detail = "error", response.data
     if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:

@@ -19,8 +19,13 @@ import pytest
 from tests.factories import PASSWORD
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -58,8 +63,14 @@ def portal_server(transactional_db):
     from portal.asgi import application
 
     port = _free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off", ws="websockets-sansio")
+    config = uvicorn.Config(
+        application,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ws="websockets-sansio",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -80,8 +91,9 @@ def browser(chromium_path):
     # (fixtures) are still plain synchronous code, so Django's guard would be a false alarm.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS,
-                                    headless=True)
+        browser = p.chromium.launch(
+            executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True
+        )
         yield browser
         browser.close()
 

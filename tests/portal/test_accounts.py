@@ -20,8 +20,12 @@ STRONG = "Tr1cky-Volt-Amp-2026"
 def test_signup_verification_email_then_login(client):
     r = client.post(
         "/accounts/signup/",
-        {"email": "new.driver@example.test", "username": "new-driver",
-         "password1": STRONG, "password2": STRONG},
+        {
+            "email": "new.driver@example.test",
+            "username": "new-driver",
+            "password1": STRONG,
+            "password2": STRONG,
+        },
     )
     assert r.status_code == 302
     assert r["Location"] == "/accounts/confirm-email/"
@@ -52,8 +56,12 @@ def test_account_name_unique_case_insensitively(client):
     UserFactory(username="Charger")
     r = client.post(
         "/accounts/signup/",
-        {"email": "other@example.test", "username": "charger",
-         "password1": STRONG, "password2": STRONG},
+        {
+            "email": "other@example.test",
+            "username": "charger",
+            "password1": STRONG,
+            "password2": STRONG,
+        },
     )
     assert r.status_code == 200
     assert not User.objects.filter(email="other@example.test").exists()
@@ -62,8 +70,12 @@ def test_account_name_unique_case_insensitively(client):
 def test_account_name_rejects_email_like_names(client):
     r = client.post(
         "/accounts/signup/",
-        {"email": "x@example.test", "username": "x@example.test",
-         "password1": STRONG, "password2": STRONG},
+        {
+            "email": "x@example.test",
+            "username": "x@example.test",
+            "password1": STRONG,
+            "password2": STRONG,
+        },
     )
     assert r.status_code == 200
     assert not User.objects.filter(email="x@example.test").exists()
@@ -102,8 +114,10 @@ def test_password_reset_sends_mail(client):
 def test_password_change(client):
     user = UserFactory()
     client.force_login(user)
-    r = client.post("/accounts/password/change/",
-                    {"oldpassword": PASSWORD, "password1": STRONG, "password2": STRONG})
+    r = client.post(
+        "/accounts/password/change/",
+        {"oldpassword": PASSWORD, "password1": STRONG, "password2": STRONG},
+    )
     assert r.status_code == 302
     user.refresh_from_db()
     assert user.check_password(STRONG)

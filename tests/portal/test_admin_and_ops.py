@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -41,15 +42,19 @@ def test_admin_finds_a_user_by_organization(admin_client, tenants):
 
 @pytest.mark.django_db
 def test_seed_demo_is_idempotent():
-    call_command("seed_demo", stdout=open(os.devnull, "w"))
+    call_command("seed_demo", stdout=io.StringIO())
     counts = (User.objects.count(), Organization.objects.count(), Membership.objects.count())
-    call_command("seed_demo", stdout=open(os.devnull, "w"))
-    assert counts == (User.objects.count(), Organization.objects.count(),
-                      Membership.objects.count())
+    call_command("seed_demo", stdout=io.StringIO())
+    assert counts == (
+        User.objects.count(),
+        Organization.objects.count(),
+        Membership.objects.count(),
+    )
     owner = User.objects.get(email="owner@demo.test")
     assert owner.check_password("demo-charge-2026")
-    roles = dict(Membership.objects.filter(organization__slug="demo")
-                 .values_list("user__username", "role"))
+    roles = dict(
+        Membership.objects.filter(organization__slug="demo").values_list("user__username", "role")
+    )
     assert roles == {"olivia": "owner", "manuel": "manager", "vera": "viewer"}
 
 
@@ -69,11 +74,19 @@ def test_beat_tasks_exist():
 
 
 def test_check_deploy_is_clean_with_debug_off():
-    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "k3J-9vQz!x7Lm2@pW5$nB8^rT4&yH6*cD1%eF0(gA" * 2,
-           "ALLOWED_HOSTS": "portal.example.com"}
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": "k3J-9vQz!x7Lm2@pW5$nB8^rT4&yH6*cD1%eF0(gA" * 2,
+        "ALLOWED_HOSTS": "portal.example.com",
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
@@ -82,8 +95,14 @@ def test_check_deploy_is_clean_with_debug_off():
 def test_debug_off_refuses_the_dev_secret_key():
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
     env["DEBUG"] = "0"
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "Set SECRET_KEY" in result.stderr
 

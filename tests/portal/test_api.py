@@ -35,8 +35,11 @@ def test_token_auth_round_trip(tenants):
 
 def test_me_update_keeps_identity_fields(tenants):
     api = tenants.api(tenants.driver)
-    r = api.patch("/api/v1/me/", {"first_name": "Dora", "account_name": "hijack",
-                                  "email": "x@example.test"}, format="json")
+    r = api.patch(
+        "/api/v1/me/",
+        {"first_name": "Dora", "account_name": "hijack", "email": "x@example.test"},
+        format="json",
+    )
     assert r.status_code == 200
     assert r.json()["first_name"] == "Dora"
     assert r.json()["account_name"] == "dora"
@@ -65,12 +68,16 @@ def test_members_list_scoped_and_paginated(tenants):
     assert r.json()["count"] == 3
 
 
-def test_invitation_flow_sends_mail_after_commit_and_accepts(tenants,
-                                                             django_capture_on_commit_callbacks):
+def test_invitation_flow_sends_mail_after_commit_and_accepts(
+    tenants, django_capture_on_commit_callbacks
+):
     api = tenants.api(tenants.owner_a)
     with django_capture_on_commit_callbacks(execute=True):
-        r = api.post("/api/v1/organizations/alpha/invitations/",
-                     {"email": "Dora@Example.test", "role": "manager"}, format="json")
+        r = api.post(
+            "/api/v1/organizations/alpha/invitations/",
+            {"email": "Dora@Example.test", "role": "manager"},
+            format="json",
+        )
     assert r.status_code == 201, r.json()
     assert len(mail.outbox) == 1
     invitation = Invitation.objects.get()

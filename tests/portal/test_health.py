@@ -31,8 +31,9 @@ def test_healthz_against_real_postgresql_and_redis(client):
 @pytest.mark.services
 def test_healthz_fails_when_redis_is_unreachable(client):
     dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-    layers = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                          "CONFIG": {"hosts": [dead]}}}
+    layers = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [dead]}}
+    }
     from channels.layers import channel_layers
 
     from portal.celery import app
@@ -63,8 +64,11 @@ def test_healthz_fails_when_the_database_is_broken(client, monkeypatch):
     monkeypatch.setitem(health.CHECKS, "database", broken)
     r = client.get("/healthz")
     assert r.status_code == 503
-    assert r.json()["parts"]["database"] == {"ok": False, "detail": "RuntimeError: database down",
-                                             "ms": r.json()["parts"]["database"]["ms"]}
+    assert r.json()["parts"]["database"] == {
+        "ok": False,
+        "detail": "RuntimeError: database down",
+        "ms": r.json()["parts"]["database"]["ms"],
+    }
 
 
 def test_embedded_default_needs_no_broker():

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def _connect(user, org: str = ""):
     path = "/ws/live/" + (f"?org={org}" if org else "")
-    communicator = WebsocketCommunicator(application, path, headers=[(b"host", b"localhost"),
-                                                                     (b"origin", b"http://localhost")])
+    communicator = WebsocketCommunicator(
+        application, path, headers=[(b"host", b"localhost"), (b"origin", b"http://localhost")]
+    )
     communicator.scope["user"] = user
     connected, code = await communicator.connect()
     return communicator, connected, code
@@ -31,24 +32,31 @@ async def test_member_receives_its_organizations_events(tenants):
     assert ok
     await outsider.receive_json_from()
 
-    await push_async(org_group(tenants.a.id), "station.status",
-                     data={"station": 1}, fragments={"station-1": "<tr id='station-1'></tr>"})
+    await push_async(
+        org_group(tenants.a.id),
+        "station.status",
+        data={"station": 1},
+        fragments={"station-1": "<tr id='station-1'></tr>"},
+    )
     message = await member.receive_json_from(timeout=2)
-    assert message == {"event": "station.status", "data": {"station": 1},
-                       "fragments": {"station-1": "<tr id='station-1'></tr>"}}
+    assert message == {
+        "event": "station.status",
+        "data": {"station": 1},
+        "fragments": {"station-1": "<tr id='station-1'></tr>"},
+    }
     assert await outsider.receive_nothing(timeout=0.3)
     await member.disconnect()
     await outsider.disconnect()
 
 
 async def test_outsider_cannot_join_another_tenants_group(tenants):
-    communicator, ok, code = await _connect(tenants.owner_b, "alpha")
+    _communicator, ok, code = await _connect(tenants.owner_b, "alpha")
     assert not ok
     assert code == 4404
 
 
 async def test_anonymous_is_refused():
-    communicator, ok, code = await _connect(AnonymousUser())
+    _communicator, ok, code = await _connect(AnonymousUser())
     assert not ok
     assert code == 4401
 
@@ -58,7 +66,7 @@ async def test_push_from_sync_code_is_sent_after_commit(tenants):
 
     from portal.live import push
 
-    member, ok, _ = await _connect(tenants.owner_a, "alpha")
+    member, _ok, _ = await _connect(tenants.owner_a, "alpha")
     await member.receive_json_from()
 
     @database_sync_to_async
@@ -80,9 +88,11 @@ async def test_push_from_sync_code_is_sent_after_commit(tenants):
 
 
 async def test_foreign_origin_is_refused(tenants):
-    communicator = WebsocketCommunicator(application, "/ws/live/",
-                                         headers=[(b"host", b"localhost"),
-                                                  (b"origin", b"https://evil.example")])
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/live/",
+        headers=[(b"host", b"localhost"), (b"origin", b"https://evil.example")],
+    )
     communicator.scope["user"] = tenants.owner_a
     connected, _ = await communicator.connect()
     assert not connected

@@ -102,8 +102,9 @@ class TestRoles:
         assert r.status_code == 302
         tenants.a.refresh_from_db()
         assert tenants.a.name == "Alpha Energy AG"
-        r = client.post("/o/alpha/members/", {"action": "add", "account_name": "dora",
-                                              "role": "viewer"})
+        r = client.post(
+            "/o/alpha/members/", {"action": "add", "account_name": "dora", "role": "viewer"}
+        )
         assert r.status_code == 403
         api = tenants.api(tenants.manager_a)
         r = api.post("/api/v1/organizations/alpha/members/", {"account_name": "dora"})
@@ -127,15 +128,18 @@ class TestRoles:
         api = tenants.api(tenants.owner_a)
         r = api.delete("/api/v1/organizations/alpha/?confirm=wrong")
         assert r.status_code == 400
-        assert r.json() == {"error": "invalid",
-                            "detail": "Type the organization's name exactly to confirm."}
+        assert r.json() == {
+            "error": "invalid",
+            "detail": "Type the organization's name exactly to confirm.",
+        }
         assert api.delete("/api/v1/organizations/alpha/?confirm=Alpha%20Energy").status_code == 204
         assert not Membership.objects.filter(organization__slug="alpha").exists()
 
     def test_owner_manages_members_but_not_the_last_owner(self, tenants):
         api = tenants.api(tenants.owner_a)
-        r = api.post("/api/v1/organizations/alpha/members/", {"account_name": "DORA",
-                                                              "role": "manager"})
+        r = api.post(
+            "/api/v1/organizations/alpha/members/", {"account_name": "DORA", "role": "manager"}
+        )
         assert r.status_code == 201, r.json()
         assert r.json()["account_name"] == "dora"
         assert r.json()["role"] == "manager"
