@@ -83,13 +83,15 @@ def portal_server(transactional_db):
     thread.join(5)
 
 
-@pytest.fixture(scope="session")
-def browser(chromium_path):
+@pytest.fixture
+def browser(chromium_path, monkeypatch):
+    """One Chromium per test: Playwright's sync API runs an event loop in this thread while it
+    is open, which must not outlive the test (pytest-asyncio tests need the thread free)."""
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
-    # (fixtures) are still plain synchronous code, so Django's guard would be a false alarm.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    # The test's own ORM calls (fixtures) are plain synchronous code; with Playwright's loop
+    # in this thread Django's async guard would be a false alarm. Scoped to this test only.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True
