@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.forms import SignupForm as AllauthSignupForm
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -28,3 +29,18 @@ class MemberAddForm(forms.Form):
 
 class RoleForm(forms.Form):
     role = forms.ChoiceField(label=_("Role"), choices=Role.choices)
+
+
+class SignupForm(AllauthSignupForm):
+    """django-allauth's sign-up form (ACCOUNT_FORMS["signup"]) with the username presented as
+    what it is for drivers: the shareable account name."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["username"]
+        field.label = _("Account name")
+        field.help_text = _(
+            "Share it with station owners so they can let you charge. "
+            "3 to 40 letters, digits, dots, dashes or underscores."
+        )
+        field.widget.attrs["placeholder"] = _("Account name")

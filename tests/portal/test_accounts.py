@@ -129,3 +129,9 @@ def test_production_hasher_is_argon2():
     assert project_settings.PASSWORD_HASHERS[0].endswith("Argon2PasswordHasher")
     hashed = make_password("x", hasher="argon2")
     assert identify_hasher(hashed).algorithm == "argon2"
+
+
+def test_signup_page_calls_the_username_account_name(client):
+    html = client.get("/accounts/signup/").content.decode()
+    assert "Account name" in html
+    assert "Username" not in html
