@@ -1,9 +1,10 @@
 """Pricing arithmetic: pure Python over dataclasses and ``Decimal``, no Django.
 
 A session's price is energy times the price per kWh plus connection time times the price per
-hour. Money is ``Decimal`` throughout and rounded once, at the end, to the currency's minor unit
-with ROUND_HALF_UP (commercial rounding). Prices are entered as the driver pays them, VAT included
-(as Swiss and EU consumer prices are displayed); the VAT share is computed from the gross.
+hour. Money is ``Decimal`` throughout and rounded once, at the end: the total to 0.05 CHF (the
+smallest Swiss coin, as Swiss invoices round) or 0.01 EUR, half up; parts and VAT to the cent.
+Prices are entered as the driver pays them, VAT included (as Swiss and EU consumer prices are
+displayed); the VAT share is computed from the gross.
 
 Which tariff applies follows the precedence of the product: a special user's individual price,
 else their user group's price, else the connector's public price; a private connector is free.
@@ -16,7 +17,9 @@ from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-CURRENCIES = {"CHF": Decimal("0.01"), "EUR": Decimal("0.01")}
+# The step a total is rounded to, per currency; parts and VAT are shown to the cent.
+CURRENCIES = {"CHF": Decimal("0.05"), "EUR": Decimal("0.01")}
+CENT = Decimal("0.01")
 MAX_PER_KWH = Decimal("10.00")
 MAX_PER_HOUR = Decimal("100.00")
 MAX_VAT_PERCENT = Decimal("50")
@@ -75,7 +78,7 @@ FREE = Tariff()
 
 @dataclass(frozen=True)
 class PriceBreakdown:
-    """The price of one session, every amount rounded to the currency's minor unit."""
+    """The price of one session: total rounded to the currency's step, the rest to the cent."""
 
     currency: str
     energy_kwh: Decimal
@@ -89,8 +92,14 @@ class PriceBreakdown:
     source: TariffSource
 
 
-def quantize_money(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(CURRENCIES[currency], rounding=ROUND_HALF_UP)
+def round_total(amount: Decimal, currency: str) -> Decimal:
+    """Half up to the currency's step (0.05 CHF, 0.01 EUR), two decimals."""
+    step = CURRENCIES[currency]
+    return ((amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step).quantize(CENT)
+
+
+def round_cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def session_price(
@@ -102,9 +111,9 @@ def session_price(
 ) -> PriceBreakdown:
     """Price a session of ``energy_wh`` delivered over ``connected`` time.
 
-    The total is rounded once from the exact sum, so it never differs by a cent from what the
-    tariff says; the energy and time parts are rounded for display and may not add up to the
-    total by one minor unit (the total is what counts). Negative inputs (a meter that went
+    The total is rounded once from the exact sum (never from rounded parts); the energy and
+    time parts are rounded to the cent for display and may differ from the total by up to the
+    rounding step (the total is what counts). Negative inputs (a meter that went
     backwards, a stop before the start) price as zero rather than as a refund.
     """
     energy_kwh = max(Decimal(energy_wh), ZERO) / WH_PER_KWH
@@ -113,15 +122,15 @@ def session_price(
     exact_energy = energy_kwh * tariff.per_kwh
     exact_time = hours * tariff.per_hour
     currency = tariff.currency
-    total = quantize_money(exact_energy + exact_time, currency)
+    total = round_total(exact_energy + exact_time, currency)
     # VAT included in the total: net = total / (1 + rate).
-    net = quantize_money(total * 100 / (100 + tariff.vat_percent), currency)
+    net = round_cents(total * 100 / (100 + tariff.vat_percent))
     return PriceBreakdown(
         currency=currency,
         energy_kwh=energy_kwh.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP),
         connected_hours=hours.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP),
-        energy_amount=quantize_money(exact_energy, currency),
-        time_amount=quantize_money(exact_time, currency),
+        energy_amount=round_cents(exact_energy),
+        time_amount=round_cents(exact_time),
         total=total,
         vat_percent=tariff.vat_percent,
         vat_amount=total - net,

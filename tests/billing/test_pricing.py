@@ -22,25 +22,36 @@ D = Decimal
 
 
 def test_worked_example_energy_and_time():
-    # 12.345 kWh at 0.45 CHF/kWh = 5.55525; 2 h 30 min at 1.20 CHF/h = 3.00; total 8.56 CHF.
+    # 12.345 kWh at 0.45 CHF/kWh = 5.55525; 2 h 30 min at 1.20 CHF/h = 3.00; exact 8.55525,
+    # rounded to 0.05 CHF: 8.55.
     tariff = Tariff(per_kwh=D("0.45"), per_hour=D("1.20"), currency="CHF", vat_percent=D("8.1"))
     price = session_price(tariff, energy_wh=12_345, connected=timedelta(hours=2, minutes=30))
     assert price.energy_kwh == D("12.345")
     assert price.energy_amount == D("5.56")
     assert price.time_amount == D("3.00")
-    assert price.total == D("8.56")
-    # VAT included: net = 8.56 / 1.081 = 7.9186 → 7.92; VAT 0.64.
-    assert price.net_amount == D("7.92")
+    assert price.total == D("8.55")
+    # VAT included: net = 8.55 / 1.081 = 7.9093 → 7.91; VAT 0.64.
+    assert price.net_amount == D("7.91")
     assert price.vat_amount == D("0.64")
     assert price.currency == "CHF"
 
 
 def test_total_is_rounded_once_from_the_exact_sum():
-    # 0.005 + 0.005 would be 0.02 if each part were rounded first; the exact sum is 0.01.
-    tariff = Tariff(per_kwh=D("0.50"), per_hour=D("0.36"))
+    # EUR: 0.005 + 0.005 would be 0.02 if each part were rounded first; the exact sum is 0.01.
+    tariff = Tariff(per_kwh=D("0.50"), per_hour=D("0.36"), currency="EUR")
     price = session_price(tariff, energy_wh=10, connected=timedelta(seconds=50))
     assert price.energy_amount == D("0.01") and price.time_amount == D("0.01")
     assert price.total == D("0.01")
+
+
+@pytest.mark.parametrize(
+    ("exact_wh", "total"),
+    [(4_949, "2.45"), (4_950, "2.50"), (5_049, "2.50"), (5_050, "2.55"), (5_100, "2.55")],
+)
+def test_chf_totals_round_half_up_to_five_rappen(exact_wh, total):
+    # 0.50 CHF/kWh: 4.949 kWh = 2.4745 → 2.45; 4.950 kWh = 2.475 → 2.50 (half up).
+    price = session_price(Tariff(per_kwh=D("0.50")), energy_wh=exact_wh, connected=timedelta(0))
+    assert price.total == D(total)
 
 
 def test_eur_and_zero_vat():
@@ -111,25 +122,50 @@ energy = st.integers(min_value=0, max_value=500_000)
 durations = st.integers(min_value=0, max_value=7 * 24 * 3600).map(lambda s: timedelta(seconds=s))
 
 
+STEP = {"CHF": D("0.05"), "EUR": D("0.01")}
+
+
 @settings(max_examples=500, deadline=None)
 @given(tariffs, energy, durations)
-def test_amounts_add_up_and_are_rounded_to_cents(tariff, wh, connected):
+def test_amounts_add_up_and_follow_the_rounding_rule(tariff, wh, connected):
     price = session_price(tariff, energy_wh=wh, connected=connected)
-    for amount in (
+    step = STEP[tariff.currency]
+    amounts = (
         price.total,
         price.net_amount,
         price.vat_amount,
         price.energy_amount,
         price.time_amount,
-    ):
+    )
+    for amount in amounts:
         assert isinstance(amount, Decimal)
         assert amount == amount.quantize(D("0.01"))
         assert amount >= 0
+    assert price.total % step == 0
     assert price.net_amount + price.vat_amount == price.total
     exact = D(wh) / 1000 * tariff.per_kwh + D(connected.total_seconds()) / 3600 * tariff.per_hour
-    assert abs(price.total - exact) <= D("0.005")
-    # The displayed parts may differ from the total by at most one cent.
-    assert abs(price.energy_amount + price.time_amount - price.total) <= D("0.01")
+    assert abs(price.total - exact) <= step / 2
+    # The displayed parts may differ from the total by at most the rounding step.
+    assert abs(price.energy_amount + price.time_amount - price.total) <= step
+
+
+@settings(max_examples=300, deadline=None)
+@given(tariffs, energy, energy, durations, durations)
+def test_additive_over_splits_within_rounding(tariff, wh_a, wh_b, t_a, t_b):
+    """A session priced whole costs what its two halves cost, up to half a step per total."""
+    whole = session_price(tariff, energy_wh=wh_a + wh_b, connected=t_a + t_b).total
+    parts = (
+        session_price(tariff, energy_wh=wh_a, connected=t_a).total
+        + session_price(tariff, energy_wh=wh_b, connected=t_b).total
+    )
+    assert abs(whole - parts) <= STEP[tariff.currency] * D("1.5")
+
+
+@settings(max_examples=100, deadline=None)
+@given(tariffs, energy, durations)
+def test_pricing_twice_gives_the_same_result(tariff, wh, connected):
+    first = session_price(tariff, energy_wh=wh, connected=connected)
+    assert first == session_price(tariff, energy_wh=wh, connected=connected)
 
 
 @settings(max_examples=300, deadline=None)
