@@ -1,0 +1,231 @@
+"""The command channel: any process can send any call to any station.
+
+``command_send`` validates the payload against the OCPP 1.6 schema, stores a
+``StationCommand`` (pending) and, after commit, tells the station's group. The connection
+holding the station claims the row (a conditional UPDATE, so a command runs once even while an
+old and a new connection briefly overlap), runs the call as a task and records the result.
+Channel-layer messages can expire or be dropped, so the database is the truth: a connection
+also picks up pending commands when the station boots or resumes, and a periodic task records
+commands nobody claimed as ``offline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+from ocpp.charge_point import camel_to_snake_case
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, _validate_payload
+from ocpp.v16 import call as v16_call
+
+from portal.errors import DomainError
+from portal.models import User
+from stations.live import station_event
+from stations.models import CommandStatus, ConfigurationKey, Station, StationCommand
+
+SUPPORTED_ACTIONS = (
+    "RemoteStartTransaction",
+    "RemoteStopTransaction",
+    "Reset",
+    "UnlockConnector",
+    "ChangeConfiguration",
+    "GetConfiguration",
+    "TriggerMessage",
+    "SetChargingProfile",
+    "ClearChargingProfile",
+    "DataTransfer",
+)
+# What a station in BootNotification status Pending may receive (OCPP 1.6 §4.2.1).
+ALLOWED_WHILE_PENDING = (
+    "ChangeConfiguration",
+    "GetConfiguration",
+    "TriggerMessage",
+    "DataTransfer",
+)
+
+
+def station_group(station_id: int) -> str:
+    return f"ocpp-station-{station_id}"
+
+
+def build_call(action: str, payload: dict[str, Any]) -> Any:
+    """The ``ocpp`` library's dataclass for this call (payload in OCPP camelCase)."""
+    cls = getattr(v16_call, action)
+    return cls(**camel_to_snake_case(payload))
+
+
+def command_validate(action: str, payload: dict[str, Any]) -> None:
+    """Raise DomainError unless ``payload`` is a valid OCPP 1.6 ``action`` request."""
+    if action not in SUPPORTED_ACTIONS:
+        raise DomainError(f"Unsupported command {action!r}.", code="unsupported_command")
+    if not isinstance(payload, dict):
+        raise DomainError("The payload must be a JSON object.", code="invalid_payload")
+    try:
+        _validate_payload(Call("check", action, dict(payload)), "1.6")
+        build_call(action, payload)
+    except OCPPError as exc:
+        cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
+        raise DomainError(
+            f"Invalid {action} payload: {cause or exc.description}", code="invalid_payload"
+        ) from exc
+    except TypeError as exc:
+        raise DomainError(f"Invalid {action} payload: {exc}", code="invalid_payload") from exc
+
+
+def _notify(station_id: int, command_id: int) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(
+            station_group(station_id), {"type": "ocpp.command", "command_id": command_id}
+        )
+
+
+def command_send(
+    *,
+    station: Station,
+    action: str,
+    payload: dict[str, Any] | None = None,
+    requested_by: User | None = None,
+) -> StationCommand:
+    """Record the command and deliver it after commit; offline station → ``offline`` now."""
+    payload = payload or {}
+    command_validate(action, payload)
+    command = StationCommand(
+        station=station, action=action, payload=payload, requested_by=requested_by
+    )
+    if not Station.objects.filter(pk=station.pk, online=True).exists():
+        command.status = CommandStatus.OFFLINE
+        command.finished_at = timezone.now()
+        command.error = "The station is not connected."
+        command.save()
+    else:
+        command.save()
+        station_id, command_id = station.pk, command.pk
+        transaction.on_commit(lambda: _notify(station_id, command_id))
+    station_event(
+        station,
+        "station.command",
+        commands=True,
+        data={"command": command.pk, "status": command.status},
+    )
+    return command
+
+
+def configuration_set(
+    *, station: Station, key: str, value: str, requested_by: User | None = None
+) -> StationCommand:
+    """Wanted configuration: stored, sent now, re-sent on boot and reconnect until applied."""
+    with transaction.atomic():
+        ConfigurationKey.objects.update_or_create(
+            station=station, key=key, defaults={"value": value}
+        )
+        return command_send(
+            station=station,
+            action="ChangeConfiguration",
+            payload={"key": key, "value": value},
+            requested_by=requested_by,
+        )
+
+
+# --- Station side (called through database_sync_to_async by the consumer) -------------------
+
+
+def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
+    """Claim a pending command for this connection; (action, payload) or None if taken."""
+    now = timezone.now()
+    claimed = StationCommand.objects.filter(
+        pk=command_id, station_id=station_id, status=CommandStatus.PENDING, sent_at__isnull=True
+    ).update(sent_at=now)
+    if not claimed:
+        return None
+    return StationCommand.objects.values_list("action", "payload").get(pk=command_id)
+
+
+def commands_pending(station_id: int, registration_status: str) -> list[int]:
+    """Unclaimed commands this station may receive now, oldest first."""
+    qs = StationCommand.objects.filter(
+        station_id=station_id, status=CommandStatus.PENDING, sent_at__isnull=True
+    )
+    if registration_status != "Accepted":
+        qs = qs.filter(action__in=ALLOWED_WHILE_PENDING)
+    return list(qs.order_by("created_at", "id").values_list("pk", flat=True))
+
+
+def configuration_resend(station_id: int, everything: bool) -> list[int]:
+    """Queue ChangeConfiguration for wanted keys: all (after a boot) or those not applied."""
+    keys = ConfigurationKey.objects.filter(station_id=station_id)
+    commands = []
+    for item in keys:
+        if not everything and item.applied_value == item.value:
+            continue
+        commands.append(
+            StationCommand(
+                station_id=station_id,
+                action="ChangeConfiguration",
+                payload={"key": item.key, "value": item.value},
+            )
+        )
+    if commands:
+        StationCommand.objects.bulk_create(commands)
+    return [c.pk for c in commands if c.pk]
+
+
+RESULT_STATUS = {
+    "Accepted": CommandStatus.ACCEPTED,
+    "RebootRequired": CommandStatus.ACCEPTED,
+    "Unlocked": CommandStatus.ACCEPTED,
+    "Rejected": CommandStatus.REJECTED,
+    "UnlockFailed": CommandStatus.REJECTED,
+    "Unknown": CommandStatus.REJECTED,
+    "UnknownMessageId": CommandStatus.NOT_SUPPORTED,
+    "UnknownVendorId": CommandStatus.NOT_SUPPORTED,
+    "NotSupported": CommandStatus.NOT_SUPPORTED,
+    "NotImplemented": CommandStatus.NOT_SUPPORTED,
+}
+
+
+def result_status(response: Any) -> tuple[str, dict]:
+    """Our status and the JSON-able response of a ``call_result`` dataclass."""
+    data = dataclasses.asdict(response) if dataclasses.is_dataclass(response) else {}
+    data = {k: v for k, v in data.items() if v is not None}
+    status = data.get("status")
+    if status is None:
+        return CommandStatus.ACCEPTED, data  # GetConfiguration, DataTransfer without status
+    return RESULT_STATUS.get(str(status), CommandStatus.REJECTED), data
+
+
+def command_finish(
+    command_id: int, status: str, response: dict | None = None, error: str = ""
+) -> dict[str, str]:
+    """Record the outcome (once); applies wanted configuration; returns live fragments."""
+    from stations.live import commands_fragment
+
+    now = timezone.now()
+    updated = StationCommand.objects.filter(pk=command_id, finished_at__isnull=True).update(
+        status=status, response=response, error=error[:255], finished_at=now
+    )
+    command = StationCommand.objects.select_related("station__organization").get(pk=command_id)
+    if updated and command.action == "ChangeConfiguration":
+        key, value = command.payload.get("key"), command.payload.get("value")
+        applied = status == CommandStatus.ACCEPTED
+        ConfigurationKey.objects.filter(station_id=command.station_id, key=key).update(
+            last_result=(response or {}).get("status", status),
+            **({"applied_value": value, "applied_at": now} if applied else {}),
+        )
+    return commands_fragment(command.station)
+
+
+def commands_expire_unclaimed(now: datetime, after_seconds: int) -> int:
+    """Pending commands no connection claimed (station gone, message dropped) → offline."""
+    cutoff = now - timedelta(seconds=after_seconds)
+    return StationCommand.objects.filter(
+        status=CommandStatus.PENDING, sent_at__isnull=True, created_at__lt=cutoff
+    ).update(
+        status=CommandStatus.OFFLINE, finished_at=now, error="No connection picked the command up."
+    )

@@ -1,0 +1,88 @@
+"""Settings of the stations app, each read once here with its default.
+
+Nothing else in ``stations`` reads ``django.conf.settings`` for these names.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+
+
+def _get(name: str, default: Any) -> Any:
+    value = getattr(settings, name, None)
+    if value is not None:
+        return value
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return type(default)(raw) if not isinstance(default, str) else raw
+
+
+def authorize_policy_path() -> str:
+    """Dotted path of the authorization policy (see stations/authorization.py)."""
+    return _get("OCPP_AUTHORIZE_POLICY", "billing.authorization.authorize")
+
+
+def heartbeat_interval() -> int:
+    """Seconds; sent in BootNotification.conf and used for offline detection."""
+    return int(_get("OCPP_HEARTBEAT_INTERVAL", 300))
+
+
+def offline_grace() -> int:
+    """Seconds added to two heartbeat intervals before a silent station counts as offline."""
+    return int(_get("OCPP_OFFLINE_GRACE", 60))
+
+
+def call_timeout() -> float:
+    """Seconds to wait for a station's answer to one of our CALLs."""
+    return float(_get("OCPP_CALL_TIMEOUT", 30.0))
+
+
+def max_frame_bytes() -> int:
+    """Frames above this size close the connection (1009). OCPP messages are a few kB."""
+    return int(_get("OCPP_MAX_FRAME_BYTES", 65536))
+
+
+def boot_wait() -> float:
+    """Seconds after connecting within which a BootNotification is expected; a station that
+    sends something else (or nothing) was booted before and is resumed (state refreshed)."""
+    return float(_get("OCPP_BOOT_WAIT", 5.0))
+
+
+def meter_batch_delay() -> float:
+    """Seconds MeterValues wait to be written together with others (group commit)."""
+    return float(_get("OCPP_METER_BATCH_DELAY", 0.02))
+
+
+def meter_batch_size() -> int:
+    return int(_get("OCPP_METER_BATCH_SIZE", 500))
+
+
+def last_seen_write_every() -> float:
+    """Seconds between two writes of ``Station.last_seen`` for one connection."""
+    return float(_get("OCPP_LAST_SEEN_EVERY", 15.0))
+
+
+def command_unclaimed_after() -> int:
+    """Seconds after which a command no connection picked up is recorded as ``offline``."""
+    return int(_get("OCPP_COMMAND_UNCLAIMED_AFTER", 60))
+
+
+def public_ws_base() -> str:
+    """Base of the OCPP URL shown to owners: ``OCPP_PUBLIC_URL`` or derived from SITE_URL."""
+    explicit = _get("OCPP_PUBLIC_URL", "")
+    if explicit:
+        return explicit.rstrip("/")
+    site = getattr(settings, "SITE_URL", "http://localhost:8000").rstrip("/")
+    if site.startswith("https://"):
+        return "wss://" + site[len("https://") :] + "/ocpp"
+    if site.startswith("http://"):
+        return "ws://" + site[len("http://") :] + "/ocpp"
+    return site + "/ocpp"
+
+
+VENDOR_ID = "org.chargeportal"
+SUBPROTOCOL = "ocpp1.6"

@@ -1,0 +1,356 @@
+"""The OCPP endpoint ``/ocpp/<charge_point_id>``: one consumer per station connection.
+
+Handshake (before any upgrade): unknown identity → HTTP 404 (and recorded), missing or wrong
+Basic credentials → HTTP 401, through the ASGI websocket denial-response extension when the
+server offers it (Uvicorn does), else a close before accept (403). Subprotocol ``ocpp1.6``
+is selected when offered; otherwise the handshake completes without one and the socket is
+closed (OCPP-J 3.2).
+
+Received frames go into a queue read by the ``ocpp`` library's ``ChargePoint.start()`` in a task
+of its own, so the consumer's event dispatch never waits for a handler: channel-layer
+messages (commands, replacement) are handled while a station's CALL is being processed, and
+answers to our own CALLs are read while other calls are outstanding.
+
+One live connection per identity across processes: every connection joins the station's
+group and announces itself; an older connection hearing a newer one closes itself (4000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
+from ocpp.exceptions import NotImplementedError as OcppNotImplemented
+from ocpp.exceptions import NotSupportedError, OCPPError
+from ocpp.v16 import call as v16_call
+
+from stations import commands, conf, services
+from stations.centralsystem import CentralSystem
+from stations.live import push_rendered
+from stations.models import CommandStatus
+
+log = logging.getLogger(__name__)
+
+CLOSE_REPLACED = 4000
+CLOSE_TOO_BIG = 1009
+CLOSE_UNSUPPORTED = 1003
+CLOSE_PROTOCOL = 1002
+
+
+class _Connection:
+    """What the ``ocpp`` library needs from a connection: ``recv()`` and ``send()``."""
+
+    def __init__(self, consumer: OcppConsumer) -> None:
+        self.consumer = consumer
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    async def recv(self) -> str:
+        return await self.queue.get()
+
+    async def send(self, message: str) -> None:
+        await self.consumer.send(text_data=message)
+
+
+def _basic_credentials(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, encoded = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "basic":
+                return None
+            try:
+                decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            username, sep, password = decoded.partition(":")
+            return (username, password) if sep else None
+    return None
+
+
+class OcppConsumer(AsyncWebsocketConsumer):
+    ref: services.StationRef | None = None
+    cp: CentralSystem | None = None
+
+    # --- handshake ----------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.ref = None
+        self.tasks: set[asyncio.Task] = set()
+        self.running_commands: set[int] = set()
+        self.closing = False
+        self.booted = asyncio.Event()
+        self.first_message = asyncio.Event()
+        self.last_seen_write = 0.0
+        client = self.scope.get("client") or ("", 0)
+        self.remote_addr = str(client[0] or "")
+        identity = self.scope["url_route"]["kwargs"]["charge_point_id"].rstrip("/")
+        found = None
+        if identity and "/" not in identity:
+            found = await database_sync_to_async(services.station_for_handshake)(identity)
+        if found is None:
+            await database_sync_to_async(services.unknown_identity_record)(
+                identity or "(empty)", self.remote_addr
+            )
+            await self.deny(404, "Unknown charge point identity.")
+            return
+        ref, password_hash = found
+        credentials = _basic_credentials(self.scope.get("headers", []))
+        if (
+            credentials is None
+            or credentials[0] != ref.charge_point_id
+            or not services.password_matches(credentials[1], password_hash)
+        ):
+            await self.deny(
+                401, "Wrong or missing credentials.", [(b"www-authenticate", b'Basic realm="OCPP"')]
+            )
+            return
+        if conf.SUBPROTOCOL not in self.scope.get("subprotocols", []):
+            await self.accept()
+            await self.close(code=CLOSE_PROTOCOL, reason="Subprotocol ocpp1.6 required.")
+            return
+        self.ref = ref
+        self.group = commands.station_group(ref.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Newest wins: older connections of this identity (any process) close themselves;
+        # they only mark the station offline if they still hold it (channel_name).
+        fragments = await database_sync_to_async(services.connection_open)(
+            ref.id, self.channel_name, self.remote_addr
+        )
+        await self.channel_layer.group_send(
+            self.group, {"type": "ocpp.replace", "channel": self.channel_name}
+        )
+        await self.accept(subprotocol=conf.SUBPROTOCOL)
+        await self._push("station.online", {"online": True}, fragments)
+        self.connection = _Connection(self)
+        self.cp = CentralSystem(
+            ref, self.connection, self.on_cp_event, response_timeout=conf.call_timeout()
+        )
+        self._spawn(self._serve())
+        self._spawn(self._after_connect())
+
+    async def deny(
+        self, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        if "websocket.http.response" in self.scope.get("extensions", {}):
+            await self.base_send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])],
+                }
+            )
+            await self.base_send(
+                {"type": "websocket.http.response.body", "body": text.encode(), "more_body": False}
+            )
+        else:
+            await self.close()  # 403 at the HTTP level
+
+    # --- frames -------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if self.cp is None or self.closing:
+            return
+        if text_data is None:
+            await self.close(code=CLOSE_UNSUPPORTED, reason="OCPP-J uses text frames only.")
+            return
+        if len(text_data.encode()) > conf.max_frame_bytes():
+            await self.close(
+                code=CLOSE_TOO_BIG, reason=f"Frame larger than {conf.max_frame_bytes()} bytes."
+            )
+            return
+        self.connection.queue.put_nowait(text_data)
+
+    async def _serve(self) -> None:
+        try:
+            await self.cp.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: OCPP loop failed", self.ref.charge_point_id)
+            await self.close(code=1011)
+
+    # --- events from the central system (runs inside the OCPP loop: no waiting on calls) --
+
+    async def on_cp_event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "message":
+            self.first_message.set()
+            now = time.monotonic()
+            if now - self.last_seen_write >= conf.last_seen_write_every():
+                self.last_seen_write = now
+                came_back = await database_sync_to_async(services.station_seen)(
+                    self.ref.id, timezone.now()
+                )
+                if came_back:
+                    self._spawn(self._resume())
+        elif kind == "boot":
+            self.booted.set()
+            self.ref = services.StationRef(
+                self.ref.id,
+                self.ref.organization_id,
+                self.ref.charge_point_id,
+                data["status"],
+                self.ref.heartbeat_interval,
+            )
+            self.cp.ref = self.ref
+            await self._push("station.boot", {"status": data["status"]}, data["fragments"])
+            if data["status"] == "Accepted":
+                # After our answer is sent: wanted configuration, then queued commands.
+                self._spawn(self._deliver_pending(resend_everything=True))
+        elif kind == "push":
+            await self._push(data["event"], data.get("data", {}), data.get("fragments", {}))
+
+    async def _push(self, event: str, data: dict, fragments: dict[str, str]) -> None:
+        try:
+            await push_rendered(
+                self.ref.organization_id, event, {"station": self.ref.id, **data}, fragments
+            )
+        except Exception:  # live updates are best effort
+            log.exception("live push failed")
+
+    # --- after connect: boot or resume ----------------------------------------------------
+
+    async def _after_connect(self) -> None:
+        """A station that boots gets its state from the boot; one that reconnects without
+        booting (allowed by OCPP) is resumed: state refreshed, pending work delivered."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.first_message.wait(), conf.boot_wait())
+        await asyncio.sleep(0)  # let the first message's handler mark a boot
+        if self.booted.is_set():
+            return
+        if self.ref.registration_status == "Accepted":
+            await self._resume()
+
+    async def _resume(self) -> None:
+        self._spawn(
+            self._call_and_record(
+                None, v16_call.TriggerMessage(requested_message="StatusNotification")
+            )
+        )
+        await self._deliver_pending(resend_everything=False)
+
+    async def _deliver_pending(self, resend_everything: bool) -> None:
+        await database_sync_to_async(commands.configuration_resend)(self.ref.id, resend_everything)
+        pending = await database_sync_to_async(commands.commands_pending)(
+            self.ref.id, self.ref.registration_status
+        )
+        for command_id in pending:
+            await self._run_command(command_id)
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def ocpp_command(self, message: dict[str, Any]) -> None:
+        """From any process: a command row to run. Never awaits the station here."""
+        if self.ref is None or self.closing:
+            return
+        command_id = message["command_id"]
+        self._spawn(self._run_command(command_id))
+
+    async def _run_command(self, command_id: int) -> None:
+        if self.ref.registration_status != "Accepted":
+            allowed = await database_sync_to_async(commands.commands_pending)(
+                self.ref.id, self.ref.registration_status
+            )
+            if command_id not in allowed:
+                return  # stays pending; delivered after an accepted boot
+        claimed = await database_sync_to_async(commands.command_claim)(command_id, self.ref.id)
+        if claimed is None:
+            return
+        action, payload = claimed
+        self.running_commands.add(command_id)
+        try:
+            await self._call_and_record(command_id, commands.build_call(action, payload))
+        finally:
+            self.running_commands.discard(command_id)
+
+    async def _call_and_record(self, command_id: int | None, payload: Any) -> None:
+        """Run one outgoing call; record the outcome on its command row (if any)."""
+        error = ""
+        response: dict | None = None
+        try:
+            result = await self.cp.call(payload, suppress=False)
+            status, response = commands.result_status(result)
+        except TimeoutError:
+            status, error = CommandStatus.TIMED_OUT, "No answer from the station."
+        except (OcppNotImplemented, NotSupportedError) as exc:
+            status, error = CommandStatus.NOT_SUPPORTED, f"{exc.code}: {exc.description}"
+        except OCPPError as exc:
+            status, error = CommandStatus.ERROR, f"{exc.code}: {exc.description}"
+            response = {"errorCode": exc.code, "details": exc.details}
+        except asyncio.CancelledError:
+            if command_id is not None:
+                await database_sync_to_async(commands.command_finish)(
+                    command_id,
+                    CommandStatus.ERROR,
+                    None,
+                    "The connection closed before the station answered.",
+                )
+            raise
+        except Exception as exc:
+            log.exception("%s: call failed", self.ref.charge_point_id)
+            status, error = CommandStatus.ERROR, str(exc)
+        if command_id is None:
+            if status != CommandStatus.ACCEPTED:
+                log.info(
+                    "%s: %s → %s %s",
+                    self.ref.charge_point_id,
+                    type(payload).__name__,
+                    status,
+                    error,
+                )
+            return
+        fragments = await database_sync_to_async(commands.command_finish)(
+            command_id, status, response, error
+        )
+        await self._push("station.command", {"command": command_id, "status": status}, fragments)
+
+    # --- replacement and disconnect -------------------------------------------------------
+
+    async def ocpp_replace(self, message: dict[str, Any]) -> None:
+        if message["channel"] == self.channel_name or self.ref is None or self.closing:
+            return
+        log.info("%s: replaced by a newer connection", self.ref.charge_point_id)
+        self.closing = True
+        await self.close(code=CLOSE_REPLACED, reason="Replaced by a newer connection.")
+        await self._teardown()
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self._teardown()
+        await super().websocket_disconnect(message)
+
+    async def _teardown(self) -> None:
+        if self.ref is None:
+            return
+        ref, self.ref = self.ref, None
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        self.ref = ref  # the cancelled tasks may still record their outcome
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.ref = None
+        fragments = await database_sync_to_async(services.connection_closed)(
+            ref.id, self.channel_name
+        )
+        if fragments is not None:
+            with contextlib.suppress(Exception):
+                await push_rendered(
+                    ref.organization_id,
+                    "station.offline",
+                    {"station": ref.id, "online": False},
+                    fragments,
+                )
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task

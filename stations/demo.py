@@ -1,0 +1,57 @@
+"""Demo stations with known identities and passwords (the demo runner starts simulated
+stations with these) and RFID cards for the demo users. Idempotent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from stations.credentials import station_password_hash
+from stations.models import Connector, Station
+
+# (charge_point_id, OCPP password, connectors)
+DEMO_STATIONS: list[tuple[str, str, int]] = [
+    ("DEMO-CP-001", "demo-station-pass-001", 2),
+    ("DEMO-CP-002", "demo-station-pass-002", 2),
+    ("DEMO-CP-003", "demo-station-pass-003", 1),
+    ("DEMO-CP-004", "demo-station-pass-004", 2),
+]
+# (uid, account name of the holder, label)
+DEMO_CARDS: list[tuple[str, str, str]] = [
+    ("04A1B2C3D4", "dario", "Dario's card"),
+    ("04E5F60718", "dario", "Dario's spare card"),
+    ("0499AABBCC", "olivia", "Olivia's card"),
+]
+
+
+def seed(context: Any) -> None:
+    organization = context.organization
+    for index, (identity, password, connectors) in enumerate(DEMO_STATIONS, start=1):
+        station, _ = Station.objects.update_or_create(
+            charge_point_id=identity,
+            defaults={
+                "organization": organization,
+                "name": f"Demo station {index}",
+                "password_hash": station_password_hash(password),
+                "password_set_at": timezone.now(),
+            },
+        )
+        for n in range(1, connectors + 1):
+            Connector.objects.get_or_create(station=station, connector_id=n)
+    from importlib import import_module
+
+    try:  # cards belong to billing; stations must not import it at module level
+        RfidCard = import_module("billing.models").RfidCard
+    except ModuleNotFoundError:  # pragma: no cover
+        return
+    for uid, account, label in DEMO_CARDS:
+        RfidCard.objects.update_or_create(
+            uid=uid,
+            defaults={
+                "organization": organization,
+                "user": context.users.get(account),
+                "label": label,
+                "blocked": False,
+            },
+        )

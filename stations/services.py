@@ -1,0 +1,421 @@
+"""Stations' business logic: registration and passwords (web side) and what the OCPP consumer
+reports (station side). Station-side functions are synchronous, short, and called through
+``database_sync_to_async``; each commits before it returns, so the consumer answers the
+station only after what it reported is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from portal.errors import Conflict
+from portal.models import Organization
+from stations import authorization, conf
+from stations.credentials import station_password_hash, station_password_matches
+from stations.live import power_fragment, sessions_fragment, station_event, station_fragments
+from stations.models import (
+    ChargingSession,
+    Connector,
+    RegistrationStatus,
+    SessionStatus,
+    Station,
+    UnknownChargePoint,
+    identity_validator,
+)
+
+PASSWORD_BYTES = 18  # 24 URL-safe characters; OCPP 1.6 security: 16..40 characters
+
+
+# --- Web side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What an owner types into the station. ``password`` is shown once and never stored."""
+
+    station: Station
+    url: str
+    username: str
+    password: str
+
+
+def station_url(station: Station) -> str:
+    return f"{conf.public_ws_base()}/{quote(station.charge_point_id, safe='')}"
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+def station_register(
+    *,
+    organization: Organization,
+    charge_point_id: str,
+    name: str = "",
+    connectors: int = 1,
+    password: str | None = None,
+) -> Credentials:
+    """Create a station with ``connectors`` connectors and a fresh OCPP password."""
+    charge_point_id = charge_point_id.strip()
+    try:
+        identity_validator(charge_point_id)
+    except ValidationError as exc:
+        raise ValidationError({"charge_point_id": exc.messages}) from exc
+    if not 1 <= connectors <= 99:
+        raise ValidationError({"connectors": ["Between 1 and 99."]})
+    if (
+        Station.objects.annotate(cpid=Lower("charge_point_id"))
+        .filter(cpid=charge_point_id.lower())
+        .exists()
+    ):
+        raise Conflict("A station with this identity is already registered.", code="identity_taken")
+    password = password or _new_password()
+    try:
+        with transaction.atomic():
+            station = Station.objects.create(
+                organization=organization,
+                charge_point_id=charge_point_id,
+                name=name.strip(),
+                password_hash=station_password_hash(password),
+                password_set_at=timezone.now(),
+                heartbeat_interval=conf.heartbeat_interval(),
+            )
+            Connector.objects.bulk_create(
+                Connector(station=station, connector_id=n) for n in range(1, connectors + 1)
+            )
+            UnknownChargePoint.objects.filter(identity__iexact=charge_point_id).delete()
+    except IntegrityError as exc:
+        raise Conflict(
+            "A station with this identity is already registered.", code="identity_taken"
+        ) from exc
+    station.organization = organization
+    station_event(station, "station.added")
+    return Credentials(station, station_url(station), station.charge_point_id, password)
+
+
+def station_rotate_password(*, station: Station) -> Credentials:
+    """New password; the old one stops working at the next connection attempt."""
+    password = _new_password()
+    station.password_hash = station_password_hash(password)
+    station.password_set_at = timezone.now()
+    station.save(update_fields=["password_hash", "password_set_at"])
+    return Credentials(station, station_url(station), station.charge_point_id, password)
+
+
+def station_update(
+    *, station: Station, name: str | None = None, enabled: bool | None = None
+) -> Station:
+    fields = []
+    if name is not None:
+        station.name = name.strip()
+        fields.append("name")
+    if enabled is not None:
+        station.enabled = enabled
+        fields.append("enabled")
+    if fields:
+        station.save(update_fields=fields)
+        station_event(station, "station.changed")
+    return station
+
+
+def station_delete(*, station: Station) -> None:
+    station.delete()
+
+
+# --- Station side: connection -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StationRef:
+    """What the consumer keeps about its station (no ORM instance across awaits)."""
+
+    id: int
+    organization_id: int
+    charge_point_id: str
+    registration_status: str
+    heartbeat_interval: int
+
+
+def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
+    """The station and its password hash, or None (and the attempt recorded) if unknown."""
+    row = (
+        Station.objects.filter(charge_point_id=identity)
+        .values_list(
+            "id",
+            "organization_id",
+            "charge_point_id",
+            "registration_status",
+            "heartbeat_interval",
+            "password_hash",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    return StationRef(*row[:5]), row[5]
+
+
+def unknown_identity_record(identity: str, remote_addr: str) -> None:
+    identity = identity[:200]
+    now = timezone.now()
+    with transaction.atomic():
+        updated = UnknownChargePoint.objects.filter(identity=identity).update(
+            last_seen=now, remote_addr=remote_addr[:64], attempts=F("attempts") + 1
+        )
+        if not updated:
+            try:
+                with transaction.atomic():
+                    UnknownChargePoint.objects.create(
+                        identity=identity, remote_addr=remote_addr[:64]
+                    )
+            except IntegrityError:
+                pass
+
+
+def password_matches(password: str, password_hash: str) -> bool:
+    """Constant-time check of a station's password (see stations/credentials.py)."""
+    return station_password_matches(password, password_hash)
+
+
+def connection_open(station_id: int, channel_name: str, remote_addr: str) -> dict[str, str]:
+    """This connection now holds the station; returns live fragments to push."""
+    now = timezone.now()
+    Station.objects.filter(pk=station_id).update(
+        online=True,
+        channel_name=channel_name,
+        connected_at=now,
+        last_seen=now,
+        remote_addr=remote_addr[:64],
+    )
+    return _fragments(station_id)
+
+
+def connection_closed(station_id: int, channel_name: str) -> dict[str, str] | None:
+    """Offline, unless another connection took over meanwhile (then nothing changes)."""
+    updated = Station.objects.filter(pk=station_id, channel_name=channel_name).update(
+        online=False, channel_name=""
+    )
+    return _fragments(station_id) if updated else None
+
+
+def station_seen(station_id: int, now: datetime) -> bool:
+    """Record activity; True if the station had been marked offline (it is back)."""
+    came_back = Station.objects.filter(pk=station_id, online=False).update(
+        online=True, last_seen=now
+    )
+    if not came_back:
+        Station.objects.filter(pk=station_id).update(last_seen=now)
+    return bool(came_back)
+
+
+def _fragments(station_id: int) -> dict[str, str]:
+    station = Station.objects.select_related("organization").filter(pk=station_id).first()
+    return station_fragments(station) if station else {}
+
+
+# --- Station side: messages ---------------------------------------------------------------
+
+EPOCH_SANITY = datetime(2015, 1, 1, tzinfo=UTC)
+
+
+def plausible(ts: datetime | None, now: datetime) -> datetime:
+    """The station's time if its clock looks synchronised, else the server's receive time."""
+    if ts is None or ts < EPOCH_SANITY or ts > now + timedelta(days=1):
+        return now
+    return ts
+
+
+def boot(station_id: int, info: dict[str, str], now: datetime) -> tuple[str, int, dict]:
+    """Store what the station reports; Accepted unless the owner disabled it."""
+    station = Station.objects.select_related("organization").get(pk=station_id)
+    status = RegistrationStatus.ACCEPTED if station.enabled else RegistrationStatus.REJECTED
+    for field, value in info.items():
+        setattr(station, field, value or "")
+    station.registration_status = status
+    station.last_boot_at = now
+    station.last_seen = now
+    station.heartbeat_interval = conf.heartbeat_interval()
+    station.save(
+        update_fields=[
+            *info.keys(),
+            "registration_status",
+            "last_boot_at",
+            "last_seen",
+            "heartbeat_interval",
+        ]
+    )
+    return status, station.heartbeat_interval, station_fragments(station)
+
+
+def status_notification(
+    station_id: int,
+    connector_id: int,
+    status: str,
+    error_code: str,
+    info: str,
+    vendor_error_code: str,
+    timestamp: datetime | None,
+    now: datetime,
+) -> dict[str, str]:
+    with transaction.atomic():
+        if connector_id == 0:
+            Station.objects.filter(pk=station_id).update(
+                status=status, error_code=error_code, last_seen=now
+            )
+        else:
+            Connector.objects.update_or_create(
+                station_id=station_id,
+                connector_id=connector_id,
+                defaults={
+                    "status": status,
+                    "error_code": error_code,
+                    "info": info,
+                    "vendor_error_code": vendor_error_code,
+                    "status_at": timestamp,
+                    "updated_at": now,
+                },
+            )
+    return _fragments(station_id)
+
+
+def authorize(
+    ref: StationRef, connector_id: int | None, id_tag: str, now: datetime
+) -> authorization.AuthorizationResult:
+    return authorization.authorize(
+        authorization.AuthorizationRequest(
+            organization_id=ref.organization_id,
+            station_id=ref.id,
+            charge_point_id=ref.charge_point_id,
+            connector_id=connector_id,
+            id_tag=id_tag,
+            time=now,
+        )
+    )
+
+
+def _start_key(connector_id: int, id_tag: str, timestamp: str, meter_start: int) -> str:
+    raw = f"{connector_id}|{id_tag}|{timestamp}|{meter_start}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StartResult:
+    transaction_id: int
+    id_tag_info: dict
+    duplicate: bool
+    fragments: dict[str, str]
+
+
+def start_transaction(
+    ref: StationRef,
+    connector_id: int,
+    id_tag: str,
+    meter_start: int,
+    timestamp_raw: str,
+    timestamp: datetime,
+    reservation_id: int | None,
+    now: datetime,
+) -> StartResult:
+    """Idempotent: the same (connector, idTag, timestamp, meterStart) gets the same id.
+
+    A non-accepted idTag still gets a transaction (OCPP: the station must be answered with a
+    transactionId; it then stops the transaction with reason DeAuthorized).
+    """
+    key = _start_key(connector_id, id_tag, timestamp_raw, meter_start)
+    existing = ChargingSession.objects.filter(station_id=ref.id, idempotency_key=key).first()
+    if existing is not None:
+        return StartResult(existing.pk, {"status": existing.auth_status}, True, {})
+    result = authorize(ref, connector_id, id_tag, timestamp if timestamp <= now else now)
+    try:
+        with transaction.atomic():
+            session = ChargingSession.objects.create(
+                station_id=ref.id,
+                connector_id=connector_id,
+                id_tag=id_tag,
+                auth_status=result.status,
+                user_id_ref=result.user_id,
+                card_id_ref=result.card_id,
+                reservation_id=reservation_id,
+                meter_start=meter_start,
+                last_meter_wh=meter_start,
+                started_at=plausible(timestamp, now),
+                station_started_at=timestamp,
+                start_received_at=now,
+                idempotency_key=key,
+            )
+    except IntegrityError:  # the same start raced in on another connection
+        session = ChargingSession.objects.get(station_id=ref.id, idempotency_key=key)
+        return StartResult(session.pk, {"status": session.auth_status}, True, {})
+    station = Station.objects.select_related("organization").get(pk=ref.id)
+    fragments = {**station_fragments(station), **sessions_fragment(station)}
+    return StartResult(session.pk, result.id_tag_info(), False, fragments)
+
+
+@dataclass(frozen=True)
+class StopResult:
+    session_id: int | None
+    id_tag_info: dict | None
+    counted: bool  # False: duplicate or unknown, nothing changed
+    fragments: dict[str, str]
+
+
+def stop_transaction(
+    ref: StationRef,
+    transaction_id: int,
+    meter_stop: int,
+    timestamp: datetime,
+    reason: str,
+    id_tag: str | None,
+    now: datetime,
+) -> StopResult:
+    """Never refused (OCPP). Unknown or already stopped: answered, nothing counted twice.
+
+    ``transactionId = -1`` (the station never got our StartTransaction answer): the newest
+    open session of this station with that idTag (or any) whose meterStart fits.
+    """
+    sessions = ChargingSession.objects.filter(station_id=ref.id)
+    session = None
+    if transaction_id > 0:
+        session = sessions.filter(pk=transaction_id).first()
+    elif transaction_id == -1:
+        open_sessions = sessions.filter(status=SessionStatus.ACTIVE, meter_start__lte=meter_stop)
+        if id_tag:
+            open_sessions = open_sessions.filter(id_tag=id_tag)
+        session = open_sessions.order_by("-started_at", "-id").first()
+    info = None
+    if id_tag:
+        info = authorize(ref, session.connector_id if session else None, id_tag, now).id_tag_info()
+    if session is None:
+        return StopResult(None, info, False, {})
+    energy = max(0, meter_stop - session.meter_start)
+    with transaction.atomic():
+        counted = ChargingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(
+            status=SessionStatus.COMPLETED,
+            meter_stop=meter_stop,
+            energy_wh=energy,
+            last_meter_wh=meter_stop,
+            power_w=None,
+            stopped_at=max(plausible(timestamp, now), session.started_at),
+            station_stopped_at=timestamp,
+            stop_received_at=now,
+            stop_reason=reason or "Local",
+            stop_id_tag=id_tag or "",
+        )
+    if not counted:
+        return StopResult(session.pk, info, False, {})
+    station = Station.objects.select_related("organization").get(pk=ref.id)
+    fragments = {**station_fragments(station), **sessions_fragment(station)}
+    fragments[f"power-{ref.id}-{session.connector_id}"] = power_fragment(
+        ref.id, session.connector_id, None
+    )
+    return StopResult(session.pk, info, True, fragments)

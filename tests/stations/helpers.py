@@ -1,0 +1,92 @@
+"""Helpers for OCPP tests: a communicator that understands the websocket denial response."""
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from typing import Any
+
+from channels.testing import WebsocketCommunicator
+
+from portal.asgi import application
+
+_ids = itertools.count(1)
+
+
+def basic(identity: str, password: str) -> tuple[bytes, bytes]:
+    token = base64.b64encode(f"{identity}:{password}".encode()).decode()
+    return (b"authorization", f"Basic {token}".encode())
+
+
+class Station(WebsocketCommunicator):
+    """A fake charge point speaking raw OCPP-J frames to the real ASGI application."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        identity: str | None = None,
+        password: str | None = None,
+        subprotocols: list[str] | None = None,
+        denial: bool = True,
+    ) -> None:
+        headers = []
+        if password is not None:
+            headers.append(basic(identity or path.rsplit("/", 1)[-1], password))
+        super().__init__(
+            application,
+            path,
+            headers=headers,
+            subprotocols=["ocpp1.6"] if subprotocols is None else subprotocols,
+        )
+        if denial:
+            self.scope["extensions"] = {"websocket.http.response": {}}
+        self.scope["client"] = ("10.0.0.7", 50000)
+        self.server_calls: list[list] = []
+
+    async def handshake(self, timeout: float = 3) -> tuple[bool, Any]:
+        """(True, subprotocol) or (False, HTTP status) or (False, close code)."""
+        await self.send_input({"type": "websocket.connect"})
+        response = await self.receive_output(timeout)
+        if response["type"] == "websocket.http.response.start":
+            body = await self.receive_output(timeout)
+            self.denial_body = body.get("body", b"")
+            return False, response["status"]
+        if response["type"] == "websocket.close":
+            return False, response.get("code", 1000)
+        return True, response.get("subprotocol")
+
+    async def call(self, action: str, payload: dict, timeout: float = 3) -> list:
+        unique_id = f"m{next(_ids)}"
+        await self.send_json_to([2, unique_id, action, payload])
+        while True:
+            answer = await self.receive_json_from(timeout)
+            if answer[0] == 2:  # the central system's own CALL, interleaved: keep it
+                self.server_calls.append(answer)
+                continue
+            assert answer[1] == unique_id, answer
+            return answer
+
+    async def raw(self, text: str, timeout: float = 3) -> list:
+        await self.send_to(text_data=text)
+        return await self.receive_json_from(timeout)
+
+    async def expect_call(self, timeout: float = 3) -> list:
+        if self.server_calls:
+            return self.server_calls.pop(0)
+        message = await self.receive_json_from(timeout)
+        assert message[0] == 2, message
+        return message
+
+    async def answer(self, call: list, payload: dict) -> None:
+        await self.send_to(text_data=json.dumps([3, call[1], payload]))
+
+
+BOOT = {
+    "chargePointVendor": "Acme",
+    "chargePointModel": "Wallbox 22",
+    "chargePointSerialNumber": "SN-1",
+    "firmwareVersion": "1.2.3",
+}

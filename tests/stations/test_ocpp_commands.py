@@ -1,0 +1,164 @@
+"""Command channel, reconnect replacement, resume, offline detection."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from stations import commands, tasks
+from stations.models import ConfigurationKey, Station, StationCommand
+from tests.stations.factories import STATION_PASSWORD
+from tests.stations.helpers import BOOT
+from tests.stations.helpers import Station as FakeStation
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ocpp_settings")]
+
+
+async def booted() -> FakeStation:
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+    return cp
+
+
+async def send(station, action, payload, user=None):
+    fresh = await Station.objects.aget(pk=station.pk)
+    return await sync_to_async(commands.command_send)(
+        station=fresh, action=action, payload=payload, requested_by=user
+    )
+
+
+async def wait_status(command_id, timeout=3.0):  # noqa: ASYNC109
+    import asyncio
+
+    for _ in range(int(timeout / 0.05)):
+        command = await StationCommand.objects.aget(pk=command_id)
+        if command.status != "pending":
+            return command
+        await asyncio.sleep(0.05)
+    return command
+
+
+async def test_command_accepted_rejected_and_not_supported(station, tenants):
+    cp = await booted()
+    command = await send(station, "Reset", {"type": "Soft"}, tenants.owner_a)
+    call = await cp.expect_call()
+    assert call[2:] == ["Reset", {"type": "Soft"}]
+    await cp.answer(call, {"status": "Accepted"})
+    assert (await wait_status(command.pk)).status == "accepted"
+
+    command = await send(station, "UnlockConnector", {"connectorId": 1})
+    call = await cp.expect_call()
+    await cp.answer(call, {"status": "UnlockFailed"})
+    assert (await wait_status(command.pk)).status == "rejected"
+
+    command = await send(station, "GetConfiguration", {})
+    call = await cp.expect_call()
+    await cp.send_json_to([4, call[1], "NotImplemented", "no", {}])
+    assert (await wait_status(command.pk)).status == "not_supported"
+    # The station's own CALLs still work while our calls are outstanding.
+    assert (await cp.call("Heartbeat", {}))[0] == 3
+    await cp.disconnect()
+
+
+async def test_command_timeout(station):
+    cp = await booted()
+    command = await send(station, "TriggerMessage", {"requestedMessage": "Heartbeat"})
+    await cp.expect_call()  # never answered; OCPP_CALL_TIMEOUT is 1 s in tests
+    assert (await wait_status(command.pk, 3)).status == "timed_out"
+    await cp.disconnect()
+
+
+async def test_command_to_offline_station(station):
+    command = await send(station, "Reset", {"type": "Hard"})
+    assert command.status == "offline"
+
+
+async def test_invalid_command_payload_refused(station):
+    from portal.errors import DomainError
+
+    with pytest.raises(DomainError):
+        await send(station, "Reset", {"type": "Sideways"})
+    with pytest.raises(DomainError):
+        await send(station, "UpdateFirmware", {})
+
+
+async def test_new_connection_replaces_old_and_keeps_station_online(station):
+    old = await booted()
+    new = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await new.handshake())[0]
+    close = await old.receive_output(2)
+    assert close["type"] == "websocket.close" and close["code"] == 4000
+    await old.disconnect()
+    assert (await Station.objects.aget(pk=station.pk)).online
+    # Commands reach the new connection.
+    command = await send(station, "Reset", {"type": "Soft"})
+    call = await new.expect_call()
+    while call[2] != "Reset":  # the resume's TriggerMessage may come first
+        call = await new.expect_call()
+    await new.answer(call, {"status": "Accepted"})
+    assert (await wait_status(command.pk)).status == "accepted"
+    await new.disconnect()
+    assert not (await Station.objects.aget(pk=station.pk)).online
+
+
+async def test_reconnect_without_boot_triggers_status_and_resends_config(station):
+    await Station.objects.filter(pk=station.pk).aupdate(registration_status="Accepted")
+    await ConfigurationKey.objects.acreate(station=station, key="HeartbeatInterval", value="120")
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    seen = {}
+    for _ in range(2):
+        call = await cp.expect_call(3)
+        seen[call[2]] = call[3]
+        await cp.answer(call, {"status": "Accepted"})
+    assert seen == {
+        "TriggerMessage": {"requestedMessage": "StatusNotification"},
+        "ChangeConfiguration": {"key": "HeartbeatInterval", "value": "120"},
+    }
+    import asyncio
+
+    await asyncio.sleep(0.2)
+    key = await ConfigurationKey.objects.aget(station=station)
+    assert key.applied_value == "120" and key.last_result == "Accepted"
+    await cp.disconnect()
+
+
+async def test_no_commands_before_boot_accepted(station):
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    command = await send(station, "Reset", {"type": "Soft"})
+    assert await cp.receive_nothing(0.5)
+    assert (await StationCommand.objects.aget(pk=command.pk)).status == "pending"
+    await cp.send_json_to([2, "b1", "BootNotification", BOOT])
+    assert (await cp.receive_json_from())[1] == "b1"
+    call = await cp.expect_call()
+    assert call[2] == "Reset"
+    await cp.answer(call, {"status": "Accepted"})
+    assert (await wait_status(command.pk)).status == "accepted"
+    await cp.disconnect()
+
+
+def test_offline_detection(station, db):
+    now = timezone.now()
+    Station.objects.filter(pk=station.pk).update(
+        online=True, heartbeat_interval=60, last_seen=now - timedelta(seconds=150)
+    )
+    assert tasks.mark_offline(now) == []  # 150 s < 2 × 60 + 60
+    Station.objects.filter(pk=station.pk).update(last_seen=now - timedelta(seconds=181))
+    assert tasks.mark_offline(now) == [station.pk]
+    assert not Station.objects.get(pk=station.pk).online
+    old = StationCommand.objects.create(
+        station=station, action="Reset", payload={}, created_at=now - timedelta(minutes=5)
+    )
+    tasks.stations_mark_offline()
+    assert StationCommand.objects.get(pk=old.pk).status == "offline"
+
+
+def test_periodic_entry_registered():
+    from portal.schedule import PERIODIC
+
+    assert PERIODIC["stations-mark-offline"].task == "stations.tasks.stations_mark_offline"

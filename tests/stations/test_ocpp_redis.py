@@ -1,0 +1,62 @@
+"""Two processes sharing Redis: a command sent through one channel-layer instance reaches a
+station connected to another (each instance is what one ASGI process holds)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from stations import commands
+from stations.models import StationCommand
+from tests.stations.factories import STATION_PASSWORD
+from tests.stations.helpers import BOOT
+from tests.stations.helpers import Station as FakeStation
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("ocpp_settings"),
+    pytest.mark.skipif(not REDIS_URL, reason="needs Redis: set REDIS_URL"),
+]
+
+
+async def test_command_from_process_a_reaches_station_on_process_b(station, settings):
+    from channels.layers import channel_layers
+    from channels_redis.core import RedisChannelLayer
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix},
+        }
+    }
+    channel_layers.backends.clear()
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)  # "process B"
+    assert (await cp.handshake())[0]
+    assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+    command = await StationCommand.objects.acreate(
+        station=station, action="Reset", payload={"type": "Soft"}
+    )
+    process_a = RedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
+    await process_a.group_send(
+        commands.station_group(station.pk), {"type": "ocpp.command", "command_id": command.pk}
+    )
+    call = await cp.expect_call(5)
+    assert call[2] == "Reset"
+    await cp.answer(call, {"status": "Accepted"})
+    import asyncio
+
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        if (await StationCommand.objects.aget(pk=command.pk)).status == "accepted":
+            break
+    assert (await StationCommand.objects.aget(pk=command.pk)).status == "accepted"
+    await cp.disconnect()
+    await process_a.flush()
+    await sync_to_async(channel_layers.backends.clear)()
