@@ -132,6 +132,9 @@ class Connector(models.Model):
 class SessionStatus(models.TextChoices):
     ACTIVE = "active", _("Charging")
     COMPLETED = "completed", _("Completed")
+    # A newer transaction started on the connector before this one's StopTransaction came:
+    # closed at its last meter reading; a late StopTransaction still completes it.
+    ABANDONED = "abandoned", _("Ended without stop message")
 
 
 class ChargingSession(models.Model):

@@ -356,9 +356,34 @@ def start_transaction(
     except IntegrityError:  # the same start raced in on another connection
         session = ChargingSession.objects.get(station_id=ref.id, idempotency_key=key)
         return StartResult(session.pk, {"status": session.auth_status}, True, {})
+    _abandon_older_sessions(ref.id, connector_id, session)
     station = Station.objects.select_related("organization").get(pk=ref.id)
     fragments = {**station_fragments(station), **sessions_fragment(station)}
     return StartResult(session.pk, result.id_tag_info(), False, fragments)
+
+
+def _abandon_older_sessions(station_id: int, connector_id: int, newer: ChargingSession) -> int:
+    """A connector runs one transaction at a time: open sessions that started before ``newer``
+    lost their StopTransaction (power cut, station reset, firmware bug). Close them with the
+    energy their meter values showed so they stop showing as charging; a late
+    StopTransaction still completes them with the real meterStop."""
+    return (
+        ChargingSession.objects.filter(
+            station_id=station_id,
+            connector_id=connector_id,
+            status=SessionStatus.ACTIVE,
+            started_at__lte=newer.started_at,
+        )
+        .exclude(pk=newer.pk)
+        .update(
+            # energy_wh already follows the meter values; meter_stop stays unknown.
+            status=SessionStatus.ABANDONED,
+            power_w=None,
+            stopped_at=newer.started_at,
+            stop_received_at=newer.start_received_at,
+            stop_reason="NoStopTransaction",
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -399,7 +424,9 @@ def stop_transaction(
         return StopResult(None, info, False, {})
     energy = max(0, meter_stop - session.meter_start)
     with transaction.atomic():
-        counted = ChargingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(
+        counted = ChargingSession.objects.filter(
+            pk=session.pk, status__in=(SessionStatus.ACTIVE, SessionStatus.ABANDONED)
+        ).update(
             status=SessionStatus.COMPLETED,
             meter_stop=meter_stop,
             energy_wh=energy,

@@ -234,3 +234,51 @@ async def test_disabled_station_boot_rejected(station):
     cp = await connected(boot=False)
     assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Rejected"
     await cp.disconnect()
+
+
+async def test_a_new_start_closes_a_session_that_lost_its_stop(station, card):
+    """Power cut: T1's StopTransaction never came. T2 on the same connector closes T1 at the
+    energy its meter values showed; a late StopTransaction for T1 still completes it."""
+    cp = await connected()
+    start = {
+        "connectorId": 1,
+        "idTag": "DEADBEEF",
+        "meterStart": 1000,
+        "timestamp": "2026-03-01T10:00:00Z",
+    }
+    t1 = (await cp.call("StartTransaction", start))[2]["transactionId"]
+    await cp.call("MeterValues", mv(t1, "2026-03-01T10:30:00Z", 4000))
+    start2 = {**start, "meterStart": 4200, "timestamp": "2026-03-01T12:00:00Z"}
+    t2 = (await cp.call("StartTransaction", start2))[2]["transactionId"]
+    assert t2 != t1
+    first = await ChargingSession.objects.aget(pk=t1)
+    assert (first.status, first.energy_wh, first.stop_reason) == (
+        "abandoned",
+        3000,
+        "NoStopTransaction",
+    )
+    assert (await ChargingSession.objects.aget(pk=t2)).status == "active"
+    # Sessions on other connectors are untouched.
+    other = (await cp.call("StartTransaction", {**start2, "connectorId": 2}))[2]["transactionId"]
+    assert (await ChargingSession.objects.aget(pk=other)).status == "active"
+    assert (await ChargingSession.objects.aget(pk=t2)).status == "active"
+
+    late = await cp.call(
+        "StopTransaction",
+        {
+            "transactionId": t1,
+            "meterStop": 4100,
+            "timestamp": "2026-03-01T11:00:00Z",
+            "reason": "PowerLoss",
+        },
+    )
+    assert late[0] == 3
+    first = await ChargingSession.objects.aget(pk=t1)
+    assert (first.status, first.energy_wh, first.meter_stop) == ("completed", 3100, 4100)
+    # And a repeat of that stop counts nothing twice.
+    await cp.call(
+        "StopTransaction",
+        {"transactionId": t1, "meterStop": 9999, "timestamp": "2026-03-01T11:00:00Z"},
+    )
+    assert (await ChargingSession.objects.aget(pk=t1)).energy_wh == 3100
+    await cp.disconnect()
