@@ -9,8 +9,8 @@ input                                                  CALLERROR
 not JSON                                               FormationViolation
 JSON but not ``[type, id, ...]`` / wrong element count  ProtocolError
 unknown MessageTypeId                                   ProtocolError
-unknown action (not in OCPP 1.6)                        NotSupported
-1.6 action we do not handle (e.g. SignCertificate)      NotImplemented
+unknown action (not in OCPP 1.6)                        NotImplemented
+1.6 action we do not handle (e.g. SignCertificate)      NotSupported
 schema: wrong JSON type, string too long                TypeConstraintViolation
 schema: required field missing                          OccurenceConstraintViolation
 schema: value not allowed (enum, bounds), bad timestamp PropertyConstraintViolation
@@ -164,9 +164,19 @@ class CentralSystem(V16ChargePoint):
             return
         action, payload = msg[2], msg[3]
         if action not in self.route_map:
-            error = (OcppNotImplemented if action in _V16_ACTIONS else NotSupportedError)(
-                details={"cause": f"{action} is not handled by this central system."}
-            )
+            # OCPP-J 1.6 table 7: NotImplemented = "Requested Action is not known by receiver",
+            # NotSupported = "recognized but not supported". (The ocpp library's classes carry
+            # these two descriptions swapped, so we give our own.)
+            if action in _V16_ACTIONS:
+                error = NotSupportedError(
+                    description="Requested Action is recognized but not supported by the receiver",
+                    details={"cause": f"{action} is not handled by this central system."},
+                )
+            else:
+                error = OcppNotImplemented(
+                    description="Requested Action is not known by receiver",
+                    details={"cause": f"{action} is not an OCPP 1.6 action."},
+                )
             await self.call_error(unique_id, error)
             return
         try:

@@ -15,8 +15,8 @@ CASES = [
     ('{"a": 1}', "-1", "ProtocolError"),
     ('[7, "a2", "Heartbeat", {}]', "a2", "ProtocolError"),
     ('[2, "a3", "Heartbeat"]', "a3", "ProtocolError"),
-    ('[2, "a4", "FlyToTheMoon", {}]', "a4", "NotSupported"),
-    ('[2, "a5", "SignCertificate", {"csr": "x"}]', "a5", "NotImplemented"),
+    ('[2, "a4", "FlyToTheMoon", {}]', "a4", "NotImplemented"),  # OCPP-J 1.6 table 7
+    ('[2, "a5", "SignCertificate", {"csr": "x"}]', "a5", "NotSupported"),
     ('[2, "a6", "Authorize", {"idTag": 5}]', "a6", "TypeConstraintViolation"),
     ('[2, "a7", "Authorize", {"idTag": "123456789012345678901"}]', "a7", "TypeConstraintViolation"),
     ('[2, "a8", "Authorize", {}]', "a8", "OccurenceConstraintViolation"),
