@@ -22,9 +22,13 @@ STARTUP_DELAY_S = 5.0
 def run_due(
     next_due: dict[str, float], now: float, entries: dict[str, PeriodicTask] | None = None
 ) -> list[str]:
-    """Run every entry whose time has come; returns their names. ``next_due`` is updated."""
+    """Run every entry whose time has come; returns the names of those that succeeded.
+    ``next_due`` is updated (a failed run waits for its next interval too)."""
     from portal.celery import app
 
+    # Celery discovers the apps' tasks modules lazily (a worker imports them at start);
+    # this runner is no worker, so import them here. Cheap after the first time.
+    app.loader.import_default_modules()
     ran = []
     for name, entry in (PERIODIC if entries is None else entries).items():
         if now < next_due.setdefault(name, now + STARTUP_DELAY_S):
@@ -34,6 +38,7 @@ def run_due(
             app.tasks[entry.task].apply(throw=True)
         except Exception:  # keep the loop alive; a failing task must not stop the others
             log.exception("periodic task %s failed", name)
+            continue
         finally:
             close_old_connections()
         ran.append(name)
