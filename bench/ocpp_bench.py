@@ -82,6 +82,13 @@ def portal_env(args: argparse.Namespace) -> dict[str, str]:
         CACHE_PREFIX="ocppbench",
         DJANGO_SETTINGS_MODULE="portal.settings",
         LOG_LEVEL=args.portal_log_level,
+        # Production settings: with DEBUG on, Django keeps every query in memory and wraps
+        # each cursor, which is not what a deployment pays.
+        DEBUG="0",
+        SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="0",
+        PERIODIC_IN_PROCESS="0",
     )
     return env
 

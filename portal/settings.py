@@ -123,7 +123,15 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py's async pool allows 100 connections by default and raises
+                # MaxConnectionsError beyond: thousands of station sockets joining their
+                # groups at once after a restart need more.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "2000")),
+                    }
+                ],
                 # Wanted state lives in the database and is re-sent; see docs/OCPP.md.
                 "expiry": 60,
                 "capacity": 1000,

@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.utils import timezone
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from jsonschema.exceptions import best_match
@@ -54,6 +53,7 @@ from ocpp.v16.enums import Action, RegistrationStatus
 
 from stations import metering, services
 from stations.conf import VENDOR_ID
+from stations.dbcalls import db
 
 log = logging.getLogger(__name__)
 _UNIQUE_ID = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
@@ -208,9 +208,7 @@ class CentralSystem(V16ChargePoint):
             "iccid": kw.get("iccid") or "",
             "meter_type": kw.get("meter_type") or "",
         }
-        status, interval, fragments = await database_sync_to_async(services.boot)(
-            self.ref.id, info, now
-        )
+        status, interval, fragments = await db(services.boot)(self.ref.id, info, now)
         await self.on_event("boot", {"status": status, "fragments": fragments})
         return call_result.BootNotification(
             current_time=now.isoformat(), interval=interval, status=RegistrationStatus(status)
@@ -235,7 +233,7 @@ class CentralSystem(V16ChargePoint):
         if connector_id < 0 or connector_id > 99:
             raise PropertyConstraintViolationError(details={"cause": "connectorId must be 0..99."})
         ts = parse_time(timestamp) if timestamp else None
-        fragments = await database_sync_to_async(services.status_notification)(
+        fragments = await db(services.status_notification)(
             self.ref.id,
             connector_id,
             status,
@@ -257,9 +255,7 @@ class CentralSystem(V16ChargePoint):
 
     @on(Action.authorize, skip_schema_validation=True)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
-        result = await database_sync_to_async(services.authorize)(
-            self.ref, None, id_tag, timezone.now()
-        )
+        result = await db(services.authorize)(self.ref, None, id_tag, timezone.now())
         return call_result.Authorize(id_tag_info=result.id_tag_info())
 
     @on(Action.start_transaction, skip_schema_validation=True)
@@ -276,7 +272,7 @@ class CentralSystem(V16ChargePoint):
                 details={"cause": "connectorId must be 1..99 for a transaction."}
             )
         ts = parse_time(timestamp)
-        result = await database_sync_to_async(services.start_transaction)(
+        result = await db(services.start_transaction)(
             self.ref,
             connector_id,
             id_tag,
@@ -316,7 +312,7 @@ class CentralSystem(V16ChargePoint):
                 samples = metering.parse_meter_values(transaction_data, parse_time)
             except metering.BadSampledValue as exc:
                 raise PropertyConstraintViolationError(details={"cause": str(exc)}) from exc
-        result = await database_sync_to_async(services.stop_transaction)(
+        result = await db(services.stop_transaction)(
             self.ref, transaction_id, meter_stop, ts, reason or "", id_tag, timezone.now()
         )
         if samples and result.session_id:

@@ -71,6 +71,12 @@ def command_unclaimed_after() -> int:
     return int(_get("OCPP_COMMAND_UNCLAIMED_AFTER", 60))
 
 
+def db_threads() -> int:
+    """Threads (each with its own database connection) for the OCPP path's queries on
+    PostgreSQL; 1 = Channels' single database thread (always so on SQLite)."""
+    return int(_get("OCPP_DB_THREADS", 8))
+
+
 def public_ws_base() -> str:
     """Base of the OCPP URL shown to owners: ``OCPP_PUBLIC_URL`` or derived from SITE_URL."""
     explicit = _get("OCPP_PUBLIC_URL", "")

@@ -25,7 +25,6 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
@@ -34,6 +33,7 @@ from ocpp.v16 import call as v16_call
 
 from stations import commands, conf, services
 from stations.centralsystem import CentralSystem
+from stations.dbcalls import db
 from stations.live import push_rendered
 from stations.models import CommandStatus
 
@@ -93,11 +93,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         identity = self.scope["url_route"]["kwargs"]["charge_point_id"].rstrip("/")
         found = None
         if identity and "/" not in identity:
-            found = await database_sync_to_async(services.station_for_handshake)(identity)
+            found = await db(services.station_for_handshake)(identity)
         if found is None:
-            await database_sync_to_async(services.unknown_identity_record)(
-                identity or "(empty)", self.remote_addr
-            )
+            await db(services.unknown_identity_record)(identity or "(empty)", self.remote_addr)
             await self.deny(404, "Unknown charge point identity.")
             return
         ref, password_hash = found
@@ -120,9 +118,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         # Newest wins: older connections of this identity (any process) close themselves;
         # they only mark the station offline if they still hold it (channel_name).
-        fragments = await database_sync_to_async(services.connection_open)(
-            ref.id, self.channel_name, self.remote_addr
-        )
+        fragments = await db(services.connection_open)(ref.id, self.channel_name, self.remote_addr)
         await self.channel_layer.group_send(
             self.group, {"type": "ocpp.replace", "channel": self.channel_name}
         )
@@ -184,9 +180,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             now = time.monotonic()
             if now - self.last_seen_write >= conf.last_seen_write_every():
                 self.last_seen_write = now
-                came_back = await database_sync_to_async(services.station_seen)(
-                    self.ref.id, timezone.now()
-                )
+                came_back = await db(services.station_seen)(self.ref.id, timezone.now())
                 if came_back:
                     self._spawn(self._resume())
         elif kind == "boot":
@@ -236,10 +230,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self._deliver_pending(resend_everything=False)
 
     async def _deliver_pending(self, resend_everything: bool) -> None:
-        await database_sync_to_async(commands.configuration_resend)(self.ref.id, resend_everything)
-        pending = await database_sync_to_async(commands.commands_pending)(
-            self.ref.id, self.ref.registration_status
-        )
+        await db(commands.configuration_resend)(self.ref.id, resend_everything)
+        pending = await db(commands.commands_pending)(self.ref.id, self.ref.registration_status)
         for command_id in pending:
             await self._run_command(command_id)
 
@@ -254,12 +246,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def _run_command(self, command_id: int) -> None:
         if self.ref.registration_status != "Accepted":
-            allowed = await database_sync_to_async(commands.commands_pending)(
-                self.ref.id, self.ref.registration_status
-            )
+            allowed = await db(commands.commands_pending)(self.ref.id, self.ref.registration_status)
             if command_id not in allowed:
                 return  # stays pending; delivered after an accepted boot
-        claimed = await database_sync_to_async(commands.command_claim)(command_id, self.ref.id)
+        claimed = await db(commands.command_claim)(command_id, self.ref.id)
         if claimed is None:
             return
         action, payload = claimed
@@ -285,7 +275,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             response = {"errorCode": exc.code, "details": exc.details}
         except asyncio.CancelledError:
             if command_id is not None:
-                await database_sync_to_async(commands.command_finish)(
+                await db(commands.command_finish)(
                     command_id,
                     CommandStatus.ERROR,
                     None,
@@ -305,9 +295,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
                     error,
                 )
             return
-        fragments = await database_sync_to_async(commands.command_finish)(
-            command_id, status, response, error
-        )
+        fragments = await db(commands.command_finish)(command_id, status, response, error)
         await self._push("station.command", {"command": command_id, "status": status}, fragments)
 
     # --- replacement and disconnect -------------------------------------------------------
@@ -337,9 +325,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self.ref = ref  # the cancelled tasks may still record their outcome
         await asyncio.gather(*tasks, return_exceptions=True)
         self.ref = None
-        fragments = await database_sync_to_async(services.connection_closed)(
-            ref.id, self.channel_name
-        )
+        fragments = await db(services.connection_closed)(ref.id, self.channel_name)
         if fragments is not None:
             with contextlib.suppress(Exception):
                 await push_rendered(

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
 from stations import conf
+from stations.dbcalls import db
 from stations.models import ChargingSession, MeterSample, SessionStatus, Station
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class MeterBatcher:
                 await asyncio.wait_for(self._wakeup.wait(), conf.meter_batch_delay())
             items, self._items = self._items, []
             try:
-                outcome = await database_sync_to_async(write_batch)(
+                outcome = await db(write_batch)(
                     [(i.station_id, i.connector_id, i.transaction_id, i.samples) for i in items],
                     timezone.now(),
                 )

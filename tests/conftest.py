@@ -33,6 +33,9 @@ def pytest_configure(config):
     settings.WHITENOISE_USE_FINDERS = True
     settings.WHITENOISE_AUTOREFRESH = True
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    # In-process tests keep the OCPP path on Channels' single database thread: pool threads'
+    # connections would outlive the test database. The pool runs in tests/e2e (subprocesses).
+    settings.OCPP_DB_THREADS = 1
 
 
 @pytest.fixture(autouse=True)
