@@ -2,15 +2,15 @@
 
 Kept apart from :mod:`.allocate` (which decides who charges and on how many phases) because it
 is the one part with its own data structures: per node-and-phase histograms of the classes'
-minimums and maximums, from which the level at which a node and phase fills is read in at most
-27 steps, and a heap of those levels.
+minimums and maximums (one list of their difference), from which the level at which a node and
+phase fills is read in at most 27 steps, and a heap of those levels.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .model import MAX_CURRENT, PHASE_NAMES, Node
 
@@ -31,7 +31,7 @@ MASK: dict[tuple[int, ...], int] = {
 
 def water_fill(
     nodes: Sequence[Node],
-    path: Sequence[tuple[int, ...]],
+    resources: Callable[[int, tuple[int, ...]], tuple[int, ...]],
     cap: list[int],
     load: list[int],
     cls_key: list[tuple[int, tuple[int, ...], int, int, int]],
@@ -64,7 +64,7 @@ def water_fill(
         rid = res_cache.get(key)
         if rid is None:
             rid = res_cache[key] = len(res_list)
-            res_list.append(tuple(3 * n + g for n in path[leaf] for g in fp))
+            res_list.append(resources(leaf, fp))
         rid_of.append(rid)
         res_of.append(res_list[rid])
     real = [0.0] * n_cls
@@ -75,12 +75,15 @@ def water_fill(
     c_n = [len(m) for m in cls_members]
     R = 3 * len(nodes)
     tiers = sorted({k[4] for k in cls_key}, reverse=True)
+    # Reason texts by bottleneck resource, built once each (-1: no bottleneck).
+    limited_text: dict[int, tuple[str, str]] = {-1: ("", " (at its minimum)")}
     for tier in tiers:
         members = [c for c in range(n_cls) if cls_key[c][4] == tier]
         # Per resource (lists indexed by resource, None where no class of this tier passes):
-        # histograms of the unfrozen classes' minimums and maximums, their count, the classes.
-        hmin: list[list[int] | None] = [None] * R
-        hmax: list[list[int]] = [_EMPTY] * R
+        # a histogram of the unfrozen classes' cars, +count at each minimum and -count at each
+        # maximum (so that a running sum is the number of cars still growing at a level), the
+        # number of unfrozen classes, and the classes.
+        hist: list[list[int] | None] = [None] * R
         nunf = [0] * R
         on_res: list[list[int]] = [_EMPTY] * R
         touched: list[int] = []
@@ -91,13 +94,15 @@ def water_fill(
             g = c_n[c] * (c_hi[c] - c_lo[c])
             for r in res_of[c]:
                 grow[r] += g
+        may_fill = [g > c - ld for g, c, ld in zip(grow, cap, load, strict=True)]
+        keep = may_fill.__getitem__  # filter() with a C-level predicate: no Python frame per call
         tres_by_rid: list[tuple[int, ...] | None] = [None] * len(res_list)
         tres: list[tuple[int, ...]] = [()] * n_cls
         for c in members:
             rid = rid_of[c]
             t = tres_by_rid[rid]
             if t is None:
-                t = tres_by_rid[rid] = tuple(r for r in res_list[rid] if grow[r] > cap[r] - load[r])
+                t = tres_by_rid[rid] = tuple(filter(keep, res_list[rid]))
             tres[c] = t
         frozen = [False] * n_cls
         left = len(members)
@@ -111,19 +116,16 @@ def water_fill(
             chi = c_hi[c]
             cnt = c_n[c]
             for r in tres[c]:
-                h = hmin[r]
+                h = hist[r]
                 if h is not None:
                     h[clo] += cnt
-                    hmax[r][chi] += cnt
+                    h[chi] -= cnt
                     nunf[r] += 1
                     on_res[r].append(c)
                 else:
-                    h = [0] * (MAX_CURRENT + 1)
+                    h = hist[r] = [0] * (MAX_CURRENT + 1)
                     h[clo] = cnt
-                    hmin[r] = h
-                    h = [0] * (MAX_CURRENT + 1)
-                    h[chi] = cnt
-                    hmax[r] = h
+                    h[chi] -= cnt
                     nunf[r] = 1
                     on_res[r] = [c]
                     touched.append(r)
@@ -137,12 +139,11 @@ def water_fill(
         def level(r: int) -> float:
             """The level at which resource r fills (32.0: it never does)."""
             room = room0[r]  # noqa: B023 - the function is used within this iteration only
-            hm = hmin[r]  # noqa: B023
-            hx = hmax[r]  # noqa: B023
-            assert hm is not None
+            h = hist[r]  # noqa: B023
+            assert h is not None
             active = 0
             for lv in _LEVELS:
-                active += hm[lv] - hx[lv]
+                active += h[lv]
                 if active > room:
                     # room may be a hair below 0 from float rounding: then it is full at lv.
                     return lv + room / active if room > 0.0 else float(lv)
@@ -187,8 +188,9 @@ def water_fill(
                 cnt = c_n[c]
                 grown = cnt * (v - clo)
                 for rr in tres[c]:
-                    hmin[rr][clo] -= cnt  # type: ignore[index]
-                    hmax[rr][chi] -= cnt
+                    h = hist[rr]
+                    h[clo] -= cnt  # type: ignore[index]
+                    h[chi] += cnt  # type: ignore[index]
                     room0[rr] -= grown
                     nunf[rr] -= 1
                     stale[rr] = True
@@ -209,11 +211,10 @@ def water_fill(
         # order), to cars below their maximum with room on every resource. Cars under the same
         # constraints share every resource, so they end at most 1 A apart.
         heap2: list[tuple[int, int, int]] = []
+        full = [c - ld < 1 for c, ld in zip(cap, load, strict=True)]
+        is_full = full.__getitem__  # any(map()) with a C-level predicate: no Python loop
         for c in members:
-            for r in res_of[c]:
-                if cap[r] - load[r] < 1:
-                    break
-            else:
+            if not any(map(is_full, res_of[c])):
                 chi = c_hi[c]
                 heap2.extend((values[k], k, c) for k in cls_members[c] if values[k] < chi)
         heapq.heapify(heap2)
@@ -232,11 +233,12 @@ def water_fill(
         for c in members:
             _leaf, _fp, clo, chi, _p = cls_key[c]
             b = bott[c]
-            limited = ""
-            if b >= 0:
+            texts = limited_text.get(b)
+            if texts is None:
                 n, g = divmod(b, 3)
                 limited = f"limited by {PHASE_NAMES[g]} at {nodes[n].label}"
-            at_min = limited + " (at its minimum)"
+                texts = limited_text[b] = (limited, limited + " (at its minimum)")
+            limited, at_min = texts
             for k in cls_members[c]:
                 v = values[k]
                 if v >= chi:
