@@ -126,10 +126,14 @@ if REDIS_URL:
                 # redis-py's async pool allows 100 connections by default and raises
                 # MaxConnectionsError beyond: thousands of station sockets joining their
                 # groups at once after a restart need more.
+                # redis-py 8 also times socket reads out after 5 s by default, the same 5 s
+                # that channels_redis blocks in BZPOPMIN: under load the read loses the race
+                # and the receive loop fails ("Timeout reading from ..."). Read longer.
                 "hosts": [
                     {
                         "address": REDIS_URL,
                         "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "2000")),
+                        "socket_timeout": 30,
                     }
                 ],
                 # Wanted state lives in the database and is re-sent; see docs/OCPP.md.

@@ -216,7 +216,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.first_message.wait(), conf.boot_wait())
         await asyncio.sleep(0)  # let the first message's handler mark a boot
-        if self.booted.is_set():
+        if self.booted.is_set() or self.ref is None:  # booted, or the socket closed meanwhile
             return
         if self.ref.registration_status == "Accepted":
             await self._resume()
