@@ -15,7 +15,11 @@ def station_websocket_urlpatterns() -> list:
     """The OCPP endpoint, when the stations app provides one."""
     try:
         from stations.routing import websocket_urlpatterns
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        # Only a missing stations.routing means "no OCPP endpoint"; an import error inside
+        # it is a bug and must not silently turn every station away with 404.
+        if exc.name != "stations.routing":
+            raise
         return []
     return list(websocket_urlpatterns)
 

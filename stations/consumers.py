@@ -25,6 +25,7 @@ import logging
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
@@ -147,6 +148,15 @@ class OcppConsumer(AsyncWebsocketConsumer):
             )
         else:
             await self.close()  # 403 at the HTTP level
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch hops to the database thread before every event to close stale
+        connections; for a station that is a thread hop per frame. Our database calls
+        (stations.dbcalls) already close stale connections in the thread that uses them."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- frames -------------------------------------------------------------------------
 

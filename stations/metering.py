@@ -45,7 +45,8 @@ def parse_meter_values(meter_value: list[dict[str, Any]], parse_time: Any) -> li
     samples = []
     for entry in meter_value:
         sample: dict[str, Any] = {"time": parse_time(entry["timestamp"])}
-        for sv in entry.get("sampled_value", []):
+        # OCPP's camelCase, or snake_case when it came through the ocpp library's handler.
+        for sv in entry.get("sampledValue") or entry.get("sampled_value") or []:
             if sv.get("format") == "SignedData":
                 continue
             if sv.get("location") not in (None, "Outlet", "EV", "Cable"):
