@@ -16,6 +16,7 @@ from portal.models import Role
 from portal.tenancy import OrgViewMixin
 from stations import commands, selectors, services
 from stations.forms import CommandForm, StationAddForm
+from stations.live import power_fragment
 from stations.models import ChargingSession, Station
 
 
@@ -90,6 +91,13 @@ class StationDetailView(OrgViewMixin, View):
 
     def get(self, request: HttpRequest, org: str, pk: int) -> HttpResponse:
         station = self.get_station(pk)
+        active_sessions = list(ChargingSession.objects.filter(station=station, status="active"))
+        power = {s.connector_id: s.power_w for s in active_sessions}
+        connectors = list(station.connectors.all())
+        for connector in connectors:  # the power cell as live updates render it
+            connector.power_html = power_fragment(
+                station.pk, connector.connector_id, power.get(connector.connector_id)
+            )
         return render(
             request,
             "stations/detail.html",
@@ -97,10 +105,10 @@ class StationDetailView(OrgViewMixin, View):
                 "organization": self.organization,
                 "membership": self.membership,
                 "station": station,
-                "connectors": list(station.connectors.all()),
+                "connectors": connectors,
                 "org_slug": self.organization.slug,
                 "sessions": ChargingSession.objects.filter(station=station)[:20],
-                "active_sessions": ChargingSession.objects.filter(station=station, status="active"),
+                "active_sessions": active_sessions,
                 "commands": selectors.commands_for(self.organization).filter(station=station)[:20],
                 "url": services.station_url(station),
                 "can_change": self.membership.can_change,

@@ -209,3 +209,15 @@ def test_demo_seed_idempotent(db):
     assert Station.objects.filter(charge_point_id__startswith="DEMO-CP-").count() == len(
         DEMO_STATIONS
     )
+
+
+def test_station_page_shows_the_power_of_running_sessions(tenants, station):
+    session = make_session(station)
+    ChargingSession.objects.filter(pk=session.pk).update(status="active", power_w=7360.0)
+    connector_id = ChargingSession.objects.get(pk=session.pk).connector_id
+    html = (
+        tenants.client(tenants.owner_a)
+        .get(reverse("stations_detail", kwargs={"org": "alpha", "pk": station.pk}))
+        .content.decode()
+    )
+    assert f'<span id="power-{station.pk}-{connector_id}">7.4 kW</span>' in html
