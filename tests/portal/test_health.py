@@ -71,8 +71,12 @@ def test_healthz_fails_when_the_database_is_broken(client, monkeypatch):
     }
 
 
-def test_embedded_default_needs_no_broker():
+def test_topology_follows_redis_url():
+    """Without REDIS_URL: in-memory layer and periodic work in-process; with it: Redis."""
+    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     if settings.REDIS_URL:
-        pytest.skip("this run uses Redis")
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer")
-    assert settings.PERIODIC_IN_PROCESS is True
+        assert backend.endswith("RedisChannelLayer")
+        assert settings.PERIODIC_IN_PROCESS is False
+    else:
+        assert backend.endswith("InMemoryChannelLayer")
+        assert settings.PERIODIC_IN_PROCESS is True
