@@ -730,14 +730,7 @@ def _choose_modes(
     for r in range(R):
         direct[r] += sw3[r]
     agg = list(direct)
-    parent = topo.parent
-    for n in reversed(topo.order):
-        p = parent[n]
-        if p >= 0:
-            r, q = 3 * n, 3 * p
-            agg[q] += agg[r]
-            agg[q + 1] += agg[r + 1]
-            agg[q + 2] += agg[r + 2]
+    _sum_up(topo, agg)
     if all(agg[r] <= cap[r] for r in range(3 * n_nodes)):
         return
 
