@@ -7,6 +7,7 @@ broker only when one is configured (``REDIS_URL``). HTTP 200 only when all neede
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -30,8 +31,6 @@ def _check_database() -> dict[str, Any]:
 
 
 async def _layer_round_trip() -> None:
-    import asyncio
-
     layer = get_channel_layer()
     channel = await layer.new_channel("healthz.")
     token = uuid.uuid4().hex

@@ -23,6 +23,12 @@ def user_group(user_id: int) -> str:
     return f"user-{user_id}"
 
 
+def _message(
+    event: str, data: dict[str, Any] | None, fragments: dict[str, str] | None
+) -> dict[str, Any]:
+    return {"type": "live.event", "event": event, "data": data or {}, "fragments": fragments or {}}
+
+
 def push(
     group: str,
     event: str,
@@ -31,12 +37,7 @@ def push(
     fragments: dict[str, str] | None = None,
 ) -> None:
     """Send after the current transaction commits (immediately when none is open)."""
-    message = {
-        "type": "live.event",
-        "event": event,
-        "data": data or {},
-        "fragments": fragments or {},
-    }
+    message = _message(event, data, fragments)
 
     def send() -> None:
         layer = get_channel_layer()
@@ -56,12 +57,4 @@ async def push_async(
     """From async code (consumers) that has already committed its writes."""
     layer = get_channel_layer()
     if layer is not None:
-        await layer.group_send(
-            group,
-            {
-                "type": "live.event",
-                "event": event,
-                "data": data or {},
-                "fragments": fragments or {},
-            },
-        )
+        await layer.group_send(group, _message(event, data, fragments))

@@ -41,7 +41,6 @@ urlpatterns = [
     path("me/", views.DriverHomeView.as_view(), name="driver_home"),
     path("me/token/", views.ApiTokenView.as_view(), name="api_token_manage"),
     path("organizations/new/", views.OrganizationCreateView.as_view(), name="org_create"),
-    path("organizations/switch/", views.switch_organization, name="org_switch"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("o/<slug:org>/", include(org_patterns)),
     path("api/v1/", include("portal.api.urls")),

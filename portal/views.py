@@ -10,9 +10,8 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views import View
 from django.views.generic import TemplateView
@@ -273,11 +272,3 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         messages.success(request, _("Welcome to %(org)s.") % {"org": membership.organization.name})
         return redirect("org_dashboard", org=membership.organization.slug)
     return render(request, "portal/invitation_accept.html", {"invitation": invitation})
-
-
-def switch_organization(request: HttpRequest) -> HttpResponseRedirect:
-    """The switcher posts the slug; membership is checked by the target page itself."""
-    slug = request.POST.get("org") or request.GET.get("org") or ""
-    if not slug:
-        return redirect("home")
-    return HttpResponseRedirect(reverse("org_dashboard", kwargs={"org": slug}))

@@ -736,28 +736,27 @@ def _choose_modes(
 
     children = topo.children
 
-    def recompute(sub: list[int]) -> None:
-        for m in reversed(sub):
-            r = 3 * m
-            a0, a1, a2 = direct[r], direct[r + 1], direct[r + 2]
-            for c in children[m]:
-                q = 3 * c
-                a0 += agg[q]
-                a1 += agg[q + 1]
-                a2 += agg[q + 2]
-            agg[r], agg[r + 1], agg[r + 2] = a0, a1, a2
-
-    # Children first. A node's aggregate is rebuilt from its own cars and its children's
-    # (final) aggregates when it is visited, so switches below are already seen.
-    for n in reversed(topo.order):
-        r = 3 * n
+    def rebuild(m: int) -> tuple[int, int, int]:
+        """Node m's aggregate from its own cars and its children's aggregates."""
+        r = 3 * m
         a0, a1, a2 = direct[r], direct[r + 1], direct[r + 2]
-        for c in children[n]:
+        for c in children[m]:
             q = 3 * c
             a0 += agg[q]
             a1 += agg[q + 1]
             a2 += agg[q + 2]
         agg[r], agg[r + 1], agg[r + 2] = a0, a1, a2
+        return a0, a1, a2
+
+    def recompute(sub: list[int]) -> None:
+        for m in reversed(sub):
+            rebuild(m)
+
+    # Children first. A node's aggregate is rebuilt from its own cars and its children's
+    # (final) aggregates when it is visited, so switches below are already seen.
+    for n in reversed(topo.order):
+        r = 3 * n
+        a0, a1, a2 = rebuild(n)
         if a0 <= cap[r] and a1 <= cap[r + 1] and a2 <= cap[r + 2]:
             continue
         # The seed's group rule: the whole node goes to 1 phase, not just some of its cars

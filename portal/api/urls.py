@@ -12,7 +12,8 @@ org_router.register("invitations", views.InvitationViewSet, basename="invitation
 
 
 def app_org_routes() -> list:
-    """Each app contributes its organization-scoped API routes (``<app>.api.urls.org_urls``)."""
+    """Each app contributes its organization-scoped API routes
+    (``<app>.api_urls.org_urlpatterns``)."""
     from importlib import import_module
 
     routes = []
