@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 
 from django.contrib import admin
 from django.urls import include, path
@@ -25,10 +26,9 @@ org_patterns = [
 # top-level pages (``<app>.urls.urlpatterns``).
 app_patterns = []
 for app in ("stations", "billing", "loadmgmt"):
-    try:
-        module = import_module(f"{app}.urls")
-    except ModuleNotFoundError:
+    if find_spec(f"{app}.urls") is None:
         continue
+    module = import_module(f"{app}.urls")
     org_patterns += getattr(module, "org_urlpatterns", [])
     app_patterns += getattr(module, "urlpatterns", [])
 

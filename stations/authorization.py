@@ -41,6 +41,10 @@ class AuthorizationResult:
     parent_id_tag: str | None = None
     user_id: int | None = None
     card_id: int | None = None
+    # The tariff that applies, frozen as plain JSON (stored on the session as it started).
+    tariff: dict | None = None
+    # Why, in words, for logs and pages (never sent to the station).
+    reason: str = ""
 
     @property
     def accepted(self) -> bool:

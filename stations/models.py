@@ -30,6 +30,31 @@ class RegistrationStatus(models.TextChoices):
     REJECTED = "Rejected", _("Rejected")
 
 
+def validate_ws_url(value: str) -> None:
+    """Only ``ws://`` or ``wss://`` URLs with a host: what an OCPP-J backend listens on."""
+    from urllib.parse import urlsplit
+
+    from django.core.exceptions import ValidationError
+
+    parts = urlsplit(value or "")
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValidationError(
+            _(
+                "Enter the other backend's address starting with ws:// or wss://, e.g. "
+                "wss://backend.example.com/ocpp/."
+            ),
+            code="ws_url",
+        )
+
+
+class AuthMode(models.TextChoices):
+    """How a station is unlocked (DESIGN.md, authentication modes)."""
+
+    NONE = "none", _("None: charges as soon as a car is plugged in")
+    BACKEND = "backend", _("This portal: RFID, app, QR code, CarID")
+    THIRD_PARTY = "ocpp_third_party", _("Another OCPP backend")
+
+
 class Station(models.Model):
     """A charge point speaking OCPP 1.6J. ``charge_point_id`` is its global identity."""
 
@@ -57,6 +82,24 @@ class Station(models.Model):
     )
     last_boot_at = models.DateTimeField(null=True, blank=True)
     heartbeat_interval = models.PositiveIntegerField(default=300)
+    # Access: how the station is unlocked; the decision itself lives in billing.
+    auth_mode = models.CharField(
+        _("authentication mode"), max_length=20, choices=AuthMode.choices, default=AuthMode.BACKEND
+    )
+    third_party_url = models.CharField(
+        _("third-party backend URL"), max_length=300, blank=True, validators=[validate_ws_url]
+    )
+    auto_car_detection = models.BooleanField(
+        _("auto car detection"),
+        default=False,
+        help_text=_("The station reads the car's identifier (needed for CarID)."),
+    )
+    time_zone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        default="Europe/Zurich",
+        help_text=_("Access rules by time of day are evaluated in this time zone."),
+    )
     # Connector 0 (the whole station) status.
     status = models.CharField(max_length=20, blank=True)
     error_code = models.CharField(max_length=30, blank=True)
@@ -82,6 +125,23 @@ class Station(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.charge_point_id
+
+    def clean(self) -> None:
+        from zoneinfo import available_timezones
+
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if self.auth_mode == AuthMode.THIRD_PARTY and not self.third_party_url:
+            errors["third_party_url"] = _("Enter the other backend's ws:// or wss:// URL.")
+        if self.time_zone not in available_timezones():
+            errors["time_zone"] = _("Unknown time zone; use a name such as Europe/Zurich.")
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def managed_elsewhere(self) -> bool:
+        return self.auth_mode == AuthMode.THIRD_PARTY
 
     @property
     def label(self) -> str:
@@ -168,6 +228,9 @@ class ChargingSession(models.Model):
     stop_received_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.CharField(max_length=20, blank=True)
     stop_id_tag = models.CharField(max_length=20, blank=True)
+    # What the policy decided at the start: the tariff that applies, frozen (later price
+    # changes never reprice a past session). Opaque here; billing reads it.
+    tariff_snapshot = models.JSONField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=64)
 
     objects = TenantQuerySet.as_manager()

@@ -345,6 +345,7 @@ def start_transaction(
                 auth_status=result.status,
                 user_id_ref=result.user_id,
                 card_id_ref=result.card_id,
+                tariff_snapshot=result.tariff,
                 reservation_id=reservation_id,
                 meter_start=meter_start,
                 last_meter_wh=meter_start,

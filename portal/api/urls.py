@@ -11,22 +11,23 @@ org_router.register("members", views.MemberViewSet, basename="member")
 org_router.register("invitations", views.InvitationViewSet, basename="invitation")
 
 
-def app_org_routes() -> list:
+def app_routes(kind: str) -> list:
     """Each app contributes its organization-scoped API routes
-    (``<app>.api_urls.org_urlpatterns``)."""
+    (``<app>.api_urls.org_urlpatterns``) and its top-level ones, e.g. a driver's own data
+    under ``me/`` (``<app>.api_urls.urlpatterns``)."""
     from importlib import import_module
+    from importlib.util import find_spec
 
     routes = []
     for app in ("stations", "billing", "loadmgmt"):
-        try:
-            module = import_module(f"{app}.api_urls")
-        except ModuleNotFoundError:
+        if find_spec(f"{app}.api_urls") is None:
             continue
-        routes += module.org_urlpatterns
+        routes += getattr(import_module(f"{app}.api_urls"), kind, [])
     return routes
 
 
 urlpatterns = [
+    *app_routes("urlpatterns"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("me/", views.MeView.as_view(), name="api-me"),
@@ -37,7 +38,7 @@ urlpatterns = [
         views.OrganizationDetailView.as_view(),
         name="api-organization",
     ),
-    path("organizations/<slug:org>/", include(org_router.urls + app_org_routes())),
+    path("organizations/<slug:org>/", include(org_router.urls + app_routes("org_urlpatterns"))),
     path(
         "invitations/<str:token>/accept/",
         views.InvitationAcceptView.as_view(),

@@ -29,4 +29,4 @@ def station(tenants):
 
 @pytest.fixture
 def card(tenants):
-    return RfidCardFactory(organization=tenants.a, uid="DEADBEEF", user=tenants.driver)
+    return RfidCardFactory(organization=tenants.a, uid="DEADBEEF", user=tenants.owner_a)

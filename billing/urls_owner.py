@@ -1,0 +1,4 @@
+"""Filled in by the access-and-prices work."""
+
+org_urlpatterns: list = []
+urlpatterns: list = []
