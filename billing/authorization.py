@@ -178,7 +178,9 @@ def _special_tariffs(station: Station, user_id: int) -> tuple[bool, Tariff | Non
 
 def _concurrent(request: AuthorizationRequest, station: Station, id_tag: str) -> bool:
     """The identifier already has a running transaction at another connector."""
-    running = ChargingSession.objects.filter(id_tag__iexact=id_tag, status=SessionStatus.ACTIVE)
+    # As sent and normalized: both spellings of one card are one identifier.
+    tags = {id_tag, normalize_uid(id_tag)}
+    running = ChargingSession.objects.filter(id_tag__in=tags, status=SessionStatus.ACTIVE)
     if request.connector_id is None:
         # Authorize: a tag presented at the station where it charges may be a stop.
         return running.exclude(station_id=station.pk).exists()

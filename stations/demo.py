@@ -17,11 +17,15 @@ DEMO_STATIONS: list[tuple[str, str, int]] = [
     ("DEMO-CP-003", "demo-station-pass-003", 1),
     ("DEMO-CP-004", "demo-station-pass-004", 2),
 ]
-# (uid, account name of the holder, label)
+# (uid, account name of the holder or "" for the organization's own card, label)
 DEMO_CARDS: list[tuple[str, str, str]] = [
     ("04A1B2C3D4", "dario", "Dario's card"),
     ("04E5F60718", "dario", "Dario's spare card"),
     ("0499AABBCC", "olivia", "Olivia's card"),
+    # The organization's own cards (no holder): pool cars, charge free wherever it may.
+    ("04C0FFEE01", "", "Pool car 1"),
+    ("04C0FFEE02", "", "Pool car 2"),
+    ("04C0FFEE03", "", "Pool car 3"),
 ]
 
 

@@ -243,7 +243,16 @@ class ChargingSession(models.Model):
                 fields=["station", "idempotency_key"], name="session_start_idempotent"
             ),
         ]
-        indexes = [models.Index(fields=["station", "connector_id", "status"])]
+        indexes = [
+            models.Index(fields=["station", "connector_id", "status"]),
+            # "Is this identifier charging anywhere?" on every Authorize/StartTransaction.
+            models.Index(
+                fields=["id_tag"],
+                condition=models.Q(status="active"),
+                name="session_active_id_tag",
+            ),
+            models.Index(fields=["user_id_ref", "started_at"], name="session_driver"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.station} c{self.connector_id}"
