@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,6 +17,7 @@ from billing.authorization import authorize, snapshot_tariff
 from billing.models import AppTag
 from portal.errors import Conflict, DomainError
 from portal.models import User
+from stations import conf
 from stations.authorization import AuthorizationRequest, AuthorizationResult
 from stations.commands import command_send, configuration_set
 from stations.models import (
@@ -135,15 +135,11 @@ def charging_stop(*, user: User, session: ChargingSession) -> StationCommand:
 
 def auth_mode_configuration(mode: str, third_party_url: str) -> dict[str, str]:
     """The station configuration keys a mode needs (vendor keys: docs/OCPP.md)."""
-    keys = getattr(settings, "OCPP_AUTH_MODE_KEYS", None) or {
-        "free_vend": "FreeVendActive",
-        "backend_url": "",
-    }
     wanted: dict[str, str] = {}
-    if keys.get("free_vend"):
-        wanted[keys["free_vend"]] = "true" if mode == AuthMode.NONE else "false"
-    if mode == AuthMode.THIRD_PARTY and keys.get("backend_url"):
-        wanted[keys["backend_url"]] = third_party_url
+    if free_vend := conf.free_vend_key():
+        wanted[free_vend] = "true" if mode == AuthMode.NONE else "false"
+    if mode == AuthMode.THIRD_PARTY and (url_key := conf.backend_url_key()):
+        wanted[url_key] = third_party_url
     return wanted
 
 

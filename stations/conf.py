@@ -94,3 +94,16 @@ def public_ws_base() -> str:
 
 VENDOR_ID = "org.chargeportal"
 SUBPROTOCOL = "ocpp1.6"
+
+
+def free_vend_key() -> str:
+    """Vendor key that makes a station charge without identification (authentication mode
+    ``none``); ``-`` sends nothing."""
+    value = _get("OCPP_FREE_VEND_KEY", "FreeVendActive")
+    return "" if value == "-" else value
+
+
+def backend_url_key() -> str:
+    """Vendor key for the central system URL, sent in mode ``ocpp_third_party``; empty (the
+    default) sends nothing: once accepted the station leaves this portal."""
+    return _get("OCPP_BACKEND_URL_KEY", "")
