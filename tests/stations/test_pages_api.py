@@ -221,3 +221,13 @@ def test_station_page_shows_the_power_of_running_sessions(tenants, station):
         .content.decode()
     )
     assert f'<span id="power-{station.pk}-{connector_id}">7.4 kW</span>' in html
+
+
+def test_station_page_shows_the_authentication_mode(tenants, station):
+    url = reverse("stations_detail", kwargs={"org": "alpha", "pk": station.pk})
+    client = tenants.client(tenants.owner_a)
+    assert "This portal: RFID, app, QR code, CarID" in client.get(url).content.decode()
+    station.auth_mode, station.third_party_url = "ocpp_third_party", "wss://other.example/ocpp"
+    station.save()
+    html = client.get(url).content.decode()
+    assert "managed by another backend" in html and "wss://other.example/ocpp" in html
