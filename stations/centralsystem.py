@@ -372,12 +372,19 @@ class CentralSystem(V16ChargePoint):
     async def on_data_transfer(
         self, vendor_id: str, message_id: str | None = None, data: str | None = None
     ) -> call_result.DataTransfer:
-        # No vendor extension is defined towards the central system yet (docs/OCPP.md).
+        # Our vendor extensions towards the central system: docs/OCPP.md ("Inputs").
         from ocpp.v16.enums import DataTransferStatus
 
         if vendor_id != VENDOR_ID:
             return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
-        return call_result.DataTransfer(status=DataTransferStatus.unknown_message_id)
+        if message_id != "Inputs":
+            return call_result.DataTransfer(status=DataTransferStatus.unknown_message_id)
+        try:
+            inputs = services.inputs_parse(data)
+        except ValueError as exc:
+            return call_result.DataTransfer(status=DataTransferStatus.rejected, data=str(exc))
+        await db(services.inputs_reported)(self.ref, inputs, timezone.now())
+        return call_result.DataTransfer(status=DataTransferStatus.accepted)
 
     @on(Action.firmware_status_notification, skip_schema_validation=True)
     async def on_firmware_status(self, status: str) -> call_result.FirmwareStatusNotification:

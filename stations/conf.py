@@ -107,3 +107,8 @@ def backend_url_key() -> str:
     """Vendor key for the central system URL, sent in mode ``ocpp_third_party``; empty (the
     default) sends nothing: once accepted the station leaves this portal."""
     return _get("OCPP_BACKEND_URL_KEY", "")
+
+
+def event_hook_path() -> str:
+    """Dotted path of the receiver of station events (see stations/events.py)."""
+    return _get("OCPP_EVENT_HOOK", "loadmgmt.hooks.station_event")

@@ -20,8 +20,9 @@ from django.utils import timezone
 
 from portal.errors import Conflict
 from portal.models import Organization
-from stations import authorization, conf
+from stations import authorization, conf, events
 from stations.credentials import station_password_hash, station_password_matches
+from stations.events import station_event_emit
 from stations.live import power_fragment, sessions_fragment, station_event, station_fragments
 from stations.models import (
     ChargingSession,
@@ -197,6 +198,7 @@ def connection_open(station_id: int, channel_name: str, remote_addr: str) -> dic
         last_seen=now,
         remote_addr=remote_addr[:64],
     )
+    station_event_emit(events.ONLINE, station_id)
     return _fragments(station_id)
 
 
@@ -205,7 +207,10 @@ def connection_closed(station_id: int, channel_name: str) -> dict[str, str] | No
     updated = Station.objects.filter(pk=station_id, channel_name=channel_name).update(
         online=False, channel_name=""
     )
-    return _fragments(station_id) if updated else None
+    if not updated:
+        return None
+    station_event_emit(events.OFFLINE, station_id, data={"reason": "disconnected"})
+    return _fragments(station_id)
 
 
 def station_seen(station_id: int, now: datetime) -> bool:
@@ -215,6 +220,8 @@ def station_seen(station_id: int, now: datetime) -> bool:
     )
     if not came_back:
         Station.objects.filter(pk=station_id).update(last_seen=now)
+    else:
+        station_event_emit(events.ONLINE, station_id)
     return bool(came_back)
 
 
@@ -254,6 +261,8 @@ def boot(station_id: int, info: dict[str, str], now: datetime) -> tuple[str, int
             "heartbeat_interval",
         ]
     )
+    if status == RegistrationStatus.ACCEPTED:
+        station_event_emit(events.BOOT, station_id, organization_id=station.organization_id)
     return status, station.heartbeat_interval, station_fragments(station)
 
 
@@ -285,6 +294,9 @@ def status_notification(
                     "updated_at": now,
                 },
             )
+        station_event_emit(
+            events.STATUS, station_id, connector_id=connector_id, data={"status": status}
+        )
     return _fragments(station_id)
 
 
@@ -358,6 +370,13 @@ def start_transaction(
         session = ChargingSession.objects.get(station_id=ref.id, idempotency_key=key)
         return StartResult(session.pk, {"status": session.auth_status}, True, {})
     _abandon_older_sessions(ref.id, connector_id, session)
+    station_event_emit(
+        events.SESSION_STARTED,
+        ref.id,
+        organization_id=ref.organization_id,
+        connector_id=connector_id,
+        data={"transaction_id": session.pk, "accepted": result.accepted},
+    )
     station = Station.objects.select_related("organization").get(pk=ref.id)
     fragments = {**station_fragments(station), **sessions_fragment(station)}
     return StartResult(session.pk, result.id_tag_info(), False, fragments)
@@ -441,9 +460,44 @@ def stop_transaction(
         )
     if not counted:
         return StopResult(session.pk, info, False, {})
+    station_event_emit(
+        events.SESSION_STOPPED,
+        ref.id,
+        organization_id=ref.organization_id,
+        connector_id=session.connector_id,
+        data={"transaction_id": session.pk},
+    )
     station = Station.objects.select_related("organization").get(pk=ref.id)
     fragments = {**station_fragments(station), **sessions_fragment(station)}
     fragments[f"power-{ref.id}-{session.connector_id}"] = power_fragment(
         ref.id, session.connector_id, None
     )
     return StopResult(session.pk, info, True, fragments)
+
+
+# --- Station side: load-shedding inputs (DataTransfer "Inputs", docs/OCPP.md) ---------------
+
+
+def inputs_parse(data: str | None) -> dict[str, bool]:
+    """``{"in1": bool, "in2": bool}`` from the DataTransfer's data string, or ValueError."""
+    import json
+
+    try:
+        value = json.loads(data or "")
+    except ValueError:
+        raise ValueError('data must be JSON such as {"in1": false, "in2": true}') from None
+    if not isinstance(value, dict) or {"in1", "in2"} - value.keys():
+        raise ValueError("data needs both in1 and in2")
+    if not all(isinstance(value[k], bool) for k in ("in1", "in2")):
+        raise ValueError("in1 and in2 must be true or false")
+    return {"in1": value["in1"], "in2": value["in2"]}
+
+
+def inputs_reported(ref: StationRef, inputs: dict[str, bool], now: datetime) -> None:
+    """The station's shedding inputs changed (or were re-sent): load management decides."""
+    station_event_emit(
+        events.INPUTS,
+        ref.id,
+        organization_id=ref.organization_id,
+        data={**inputs, "time": now.isoformat()},
+    )

@@ -8,6 +8,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from stations import commands, conf
+from stations.events import OFFLINE, station_event_emit
 from stations.live import station_event
 from stations.models import Station
 
@@ -27,6 +28,7 @@ def mark_offline(now=None) -> list[int]:
             )
             if updated:
                 stale.append(pk)
+                station_event_emit(OFFLINE, pk, data={"reason": "silent"})
     for station in Station.objects.filter(pk__in=stale).select_related("organization"):
         station_event(station, "station.offline", data={"reason": "silent"})
     return stale

@@ -1,0 +1,120 @@
+"""Station events reach the configured receiver after commit, one narrow entry point; the
+load-shedding inputs arrive by DataTransfer."""
+
+from __future__ import annotations
+
+import pytest
+
+from stations import events
+from stations.conf import VENDOR_ID
+from tests.stations.factories import STATION_PASSWORD
+from tests.stations.helpers import BOOT
+from tests.stations.helpers import Station as FakeStation
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ocpp_settings")]
+
+RECEIVED: list[events.StationEvent] = []
+
+
+def record(event: events.StationEvent) -> None:
+    RECEIVED.append(event)
+
+
+def explode(event: events.StationEvent) -> None:
+    raise RuntimeError("receiver bug")
+
+
+@pytest.fixture
+def receiver(settings):
+    settings.OCPP_EVENT_HOOK = "tests.stations.test_events.record"
+    events.reset_receiver_cache()
+    RECEIVED.clear()
+    yield RECEIVED
+    events.reset_receiver_cache()
+
+
+def kinds(received, station):
+    return [(e.kind, e.connector_id) for e in received if e.station_id == station.pk]
+
+
+async def test_a_whole_session_emits_every_event(station, card, receiver):
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("BootNotification", BOOT)
+    await cp.call(
+        "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}
+    )
+    start = await cp.call(
+        "StartTransaction",
+        {
+            "connectorId": 1,
+            "idTag": "DEADBEEF",
+            "meterStart": 0,
+            "timestamp": "2026-01-01T10:00:00Z",
+        },
+    )
+    tx = start[2]["transactionId"]
+    await cp.call(
+        "StopTransaction",
+        {"transactionId": tx, "meterStop": 10, "timestamp": "2026-01-01T11:00:00Z"},
+    )
+    await cp.disconnect()
+    assert kinds(receiver, station) == [
+        ("online", None),
+        ("boot", None),
+        ("status", 1),
+        ("session_started", 1),
+        ("session_stopped", 1),
+        ("offline", None),
+    ]
+    started = next(e for e in receiver if e.kind == "session_started")
+    assert started.data == {"transaction_id": tx, "accepted": True}
+    assert started.organization_id == station.organization_id
+
+
+async def test_inputs_by_data_transfer(station, receiver):
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("BootNotification", BOOT)
+    ok = await cp.call(
+        "DataTransfer",
+        {"vendorId": VENDOR_ID, "messageId": "Inputs", "data": '{"in1": true, "in2": true}'},
+    )
+    assert ok[2] == {"status": "Accepted"}
+    inputs = [e for e in receiver if e.kind == "inputs"]
+    assert len(inputs) == 1 and (inputs[0].data["in1"], inputs[0].data["in2"]) == (True, True)
+    for bad in ("not json", '{"in1": true}', '{"in1": 1, "in2": 0}', "[]"):
+        answer = await cp.call(
+            "DataTransfer", {"vendorId": VENDOR_ID, "messageId": "Inputs", "data": bad}
+        )
+        assert answer[2]["status"] == "Rejected" and answer[2]["data"], bad
+    unknown = await cp.call("DataTransfer", {"vendorId": VENDOR_ID, "messageId": "Nope"})
+    assert unknown[2] == {"status": "UnknownMessageId"}
+    assert len([e for e in receiver if e.kind == "inputs"]) == 1
+    await cp.disconnect()
+
+
+async def test_a_failing_receiver_never_breaks_the_station(station, card, settings):
+    settings.OCPP_EVENT_HOOK = "tests.stations.test_events.explode"
+    events.reset_receiver_cache()
+    try:
+        cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+        assert (await cp.handshake())[0]
+        assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+        answer = await cp.call(
+            "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+        )
+        assert answer[0] == 3
+        await cp.disconnect()
+    finally:
+        events.reset_receiver_cache()
+
+
+def test_missing_receiver_module_is_a_no_op(settings):
+    settings.OCPP_EVENT_HOOK = "nosuchapp.hooks.station_event"
+    events.reset_receiver_cache()
+    try:
+        assert events._receiver() is events._noop
+        events.station_event_emit(events.BOOT, 1)  # outside a transaction: delivered at once
+    finally:
+        events.reset_receiver_cache()
