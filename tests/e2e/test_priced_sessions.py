@@ -5,6 +5,10 @@ to the rappen from the tariff frozen when it started."""
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
+import re
+import urllib.parse
+import urllib.request
 from decimal import Decimal
 
 import pytest
@@ -148,3 +152,77 @@ async def test_unknown_card_is_refused_by_the_station(sim):
     tx = await station.plug_in(1, Car(battery_kwh=60, soc=20), "BADBAD00")
     assert tx is None
     assert await ChargingSession.objects.filter(station__charge_point_id=CP).acount() == 0
+
+
+class Browserless:
+    """A logged-in driver's HTTP client against the portal process (session + CSRF cookies)."""
+
+    def __init__(self, base_url: str, user) -> None:
+        from django.conf import settings
+        from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+        from django.contrib.sessions.backends.db import SessionStore
+
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.save()
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.session_cookie = f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+        self.opener.addheaders = [("Cookie", self.session_cookie)]
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base_url + path, timeout=10) as response:
+            return response.read().decode()
+
+    def post_form(self, path: str) -> tuple[str, str]:
+        """POST the page's own form (with its CSRF token); returns the final page."""
+        html = self.get(path)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+        csrf_cookie = next(c.value for c in self.jar if c.name == "csrftoken")
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode(),
+            headers={
+                "Referer": self.base_url + path,
+                "Cookie": f"{self.session_cookie}; csrftoken={csrf_cookie}",
+            },
+        )
+        with self.opener.open(request, timeout=10) as response:
+            return response.url, response.read().decode()
+
+
+async def test_qr_start_priced_to_the_rappen(sim, tenants):
+    station, clock, portal = sim
+    access = await ConnectorAccess.objects.select_related("connector").aget(
+        connector__station__charge_point_id=CP, connector__connector_id=1
+    )
+    await station.plug_in(1, Car(battery_kwh=60, soc=20, phases=3, max_current_a=16))
+
+    async def preparing():
+        c = await Connector.objects.aget(pk=access.connector_id)
+        return c.status == "Preparing"
+
+    await wait_until(preparing)
+    driver = await sync_to_async(Browserless)(portal.url, tenants.driver)
+    page = await sync_to_async(driver.get)(f"/c/{access.code}/")
+    assert CP in page or "Station" in page
+    url, page = await sync_to_async(driver.post_form)(f"/c/{access.code}/")
+    assert "?command=" in url
+
+    async def running():
+        return await ChargingSession.objects.filter(
+            station__charge_point_id=CP, connector_id=1, status="active"
+        ).afirst()
+
+    session = await wait_until(running)
+    assert session.user_id_ref == tenants.driver.pk
+    await clock.advance(900)  # a quarter of an hour at 3 x 16 A
+    await station.unplug(1)
+    session = await wait_until(completed(session.pk))
+    assert session.energy_wh == 2760
+    price = (await sync_to_async(session_price)(session)).price
+    # 2.76 kWh x 0.47 = 1.2972, + 0.25 h x 1.00 = 1.5472 → CHF 1.55
+    assert price.total == Decimal("1.55")
