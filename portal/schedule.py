@@ -27,6 +27,10 @@ PERIODIC: dict[str, PeriodicTask] = {
     "invitations-purge-expired": PeriodicTask(
         "portal.tasks.invitations_purge_expired", timedelta(hours=6)
     ),
+    # Hourly, acting only on days 1-3 of a month: an outage on the 1st still gets invoiced.
+    "billing-invoices-issue": PeriodicTask(
+        "billing.tasks.billing_invoices_issue_last_month", timedelta(hours=1)
+    ),
     "stations-mark-offline": PeriodicTask(
         "stations.tasks.stations_mark_offline", timedelta(seconds=30)
     ),
