@@ -54,3 +54,23 @@ def test_demo_access_and_prices():
     # CarID on the station with auto car detection only.
     assert ask("DEMO-CP-004", 1, "5C0E8B112233").accepted
     assert ask("DEMO-CP-001", 1, "5C0E8B112233").status == "Invalid"
+
+
+def test_demo_history_is_priced_and_invoiced_once():
+    from billing.models import Invoice
+    from billing.services import session_price
+    from stations.models import ChargingSession
+
+    call_command("seed_demo", stdout=io.StringIO())
+    sessions = ChargingSession.objects.filter(idempotency_key__startswith="demo-history-")
+    invoices = Invoice.objects.filter(organization__slug="demo")
+    counts = (sessions.count(), invoices.count())
+    call_command("seed_demo", stdout=io.StringIO())
+    assert (sessions.count(), invoices.count()) == counts
+    assert counts[0] >= 5 and counts[1] >= 1
+    dario = sessions.filter(id_tag="04A1B2C3D4").first()
+    assert dario.auth_status == "Accepted" and dario.tariff_snapshot["source"] == "group"
+    pool = sessions.filter(id_tag__startswith="04C0FFEE").first()
+    assert session_price(pool).price.total == 0 and session_price(pool).notional.total > 0
+    for invoice in invoices:
+        assert invoice.total == sum(line.total for line in invoice.lines.all())
