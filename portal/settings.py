@@ -165,6 +165,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Without a broker the beat schedule (portal/schedule.py) runs in a thread of the ASGI process.
 PERIODIC_IN_PROCESS = env_bool("PERIODIC_IN_PROCESS", not REDIS_URL)
 
+# --- MQTT (meter readings for load management) -------------------------------------------
+MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883")
+
 # --- Auth ---------------------------------------------------------------------------------
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
