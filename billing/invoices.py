@@ -201,6 +201,12 @@ def invoices_issue(
                     invoice=invoice,
                     session=p.session,
                     description=line_description(p.session),
+                    started_at=p.session.started_at,
+                    station_name=(p.session.station.name or p.session.station.charge_point_id)[
+                        :120
+                    ],
+                    connector_id=p.session.connector_id,
+                    vat_percent=p.price.vat_percent,
                     energy_kwh=p.price.energy_kwh,
                     connected_hours=p.price.connected_hours,
                     total=p.price.total,
@@ -275,7 +281,9 @@ def invoices_of_organization(organization: Organization):
 
 
 def line_vat_percent(line: InvoiceLine) -> Decimal:
-    """The VAT rate of a line, from its session's frozen tariff (never changes)."""
+    """The VAT rate of a line, as copied at issue (the session's frozen tariff)."""
+    if line.vat_percent is not None:
+        return line.vat_percent
     tariff, _source, _notional = snapshot_tariff(line.session.tariff_snapshot)
     return tariff.vat_percent
 
@@ -401,9 +409,7 @@ def money(amount: Decimal) -> str:
 def invoice_pdf(invoice: Invoice, *, core_font: bool = False) -> bytes:
     """The invoice as a PDF: issuer, driver, number and period, one line per session, VAT.
     ``core_font`` forces the Latin-1 core font (what happens without a Unicode font)."""
-    lines = list(
-        invoice.lines.select_related("session__station").order_by("session__started_at", "pk")
-    )
+    lines = list(invoice.lines.order_by("started_at", "pk"))
     user = invoice.user
     doc = PortalPdf(_("Invoice %(number)s") % {"number": invoice.number}, core_font=core_font)
     doc.lines(invoice.issuer_name, *invoice.issuer_address.splitlines(), size=11)
@@ -428,16 +434,15 @@ def invoice_pdf(invoice: Invoice, *, core_font: bool = False) -> bytes:
     rows = []
     by_rate: dict[Decimal, list[Decimal]] = defaultdict(lambda: [pricing.ZERO, pricing.ZERO])
     for line in lines:
-        session = line.session
-        started = timezone.localtime(session.started_at, portal_zone())
+        started = timezone.localtime(line.started_at, portal_zone())
         rate = line_vat_percent(line)
         by_rate[rate][0] += line.total
         by_rate[rate][1] += line.vat_amount
         rows.append(
             [
                 f"{started:%Y-%m-%d %H:%M}",
-                session.station.name or session.station.charge_point_id,
-                session.connector_id,
+                line.station_name,
+                line.connector_id,
                 f"{line.energy_kwh:.3f}",
                 format_duration(line.connected_hours),
                 f"{rate.normalize():f}%",

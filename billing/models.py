@@ -438,11 +438,22 @@ class Invoice(models.Model):
 
 
 class InvoiceLine(models.Model):
+    """One invoiced session, copied: an issued invoice outlives the station (the law keeps
+    invoices; deleting a station leaves its lines with the station's name on them)."""
+
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     session = models.OneToOneField(
-        "stations.ChargingSession", on_delete=models.PROTECT, related_name="invoice_line"
+        "stations.ChargingSession",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="invoice_line",
     )
     description = models.CharField(max_length=200)
+    started_at = models.DateTimeField(null=True)
+    station_name = models.CharField(max_length=120, blank=True)
+    connector_id = models.PositiveSmallIntegerField(null=True)
+    vat_percent = models.DecimalField(max_digits=5, decimal_places=2, null=True)
     energy_kwh = models.DecimalField(max_digits=10, decimal_places=3)
     connected_hours = models.DecimalField(max_digits=10, decimal_places=4)
     total = models.DecimalField(max_digits=12, decimal_places=2)
@@ -452,7 +463,7 @@ class InvoiceLine(models.Model):
     tenant_path = "invoice__organization"
 
     class Meta:
-        ordering = ["invoice_id", "session__started_at"]
+        ordering = ["invoice_id", "started_at", "id"]
 
     def __str__(self) -> str:
         return self.description

@@ -447,3 +447,17 @@ def test_concurrent_runs_number_without_gaps_or_duplicates():
     assert not errors, errors
     numbers = sorted(Invoice.objects.filter(organization=org).values_list("number", flat=True))
     assert numbers == list(range(1, 9))
+
+
+def test_invoice_outlives_its_station(tenants, station):
+    """Deleting a station deletes its sessions, never the invoices issued for them."""
+    make_session(station, driver=tenants.driver, started_at=MARCH, energy_wh=12_345)
+    [invoice] = issue(tenants.a)
+    name = station.name
+    station.delete()
+    invoice.refresh_from_db()
+    [line] = invoice.lines.all()
+    assert line.session_id is None and line.station_name == name
+    assert line.total == invoice.total == D("6.15") and line.vat_percent == D("8.1")
+    text = pdf_text(invoices.invoice_pdf(invoice, core_font=True))
+    assert name in text and "6.15" in text
