@@ -1,10 +1,13 @@
 from django.contrib import admin
 
 from loadmgmt.models import (
+    ConnectorSetpoint,
     LoadGroup,
     LoadGroupMember,
     Meter,
     MeterReading,
+    NodeLoadSample,
+    StationInputs,
     StationLimits,
     TreeNode,
 )
@@ -111,3 +114,36 @@ class MeterReadingAdmin(admin.ModelAdmin):
     raw_id_fields = ["meter"]
     date_hierarchy = "time"
     list_select_related = ["meter"]
+
+
+@admin.register(ConnectorSetpoint)
+class ConnectorSetpointAdmin(admin.ModelAdmin):
+    list_display = [
+        "station",
+        "connector_id",
+        "target_current",
+        "target_phases",
+        "decision",
+        "accepted_current",
+        "accepted_valid_to",
+        "unresponsive_since",
+    ]
+    list_filter = ["decision", "station__organization"]
+    search_fields = ["station__charge_point_id", "station__name", "reason"]
+    raw_id_fields = ["station", "sent_command"]
+
+
+@admin.register(StationInputs)
+class StationInputsAdmin(admin.ModelAdmin):
+    list_display = ["station", "in1", "in2", "since", "reported_at"]
+    list_filter = ["in1", "in2"]
+    search_fields = ["station__charge_point_id", "station__name"]
+    raw_id_fields = ["station"]
+
+
+@admin.register(NodeLoadSample)
+class NodeLoadSampleAdmin(admin.ModelAdmin):
+    list_display = ["organization", "node_key", "time", "planned", "limit"]
+    list_filter = ["organization"]
+    search_fields = ["node_key", "organization__name"]
+    date_hierarchy = "time"

@@ -350,3 +350,116 @@ class MeterReading(models.Model):
 
     def __str__(self) -> str:
         return f"{self.meter} {self.time:%Y-%m-%d %H:%M:%S}: {self.l1}/{self.l2}/{self.l3} A"
+
+
+# --- Live state: what the recompute decided, what was sent, what each station accepted ------
+
+
+class ConnectorSetpoint(models.Model):
+    """One connector's load-management state (the engine's "station" is a connector).
+
+    * ``target_*``, ``decision``, ``reason``: the last plan;
+    * ``sent_*``: the last SetChargingProfile (lease) sent, and its command;
+    * ``accepted_*``: what the station last accepted, and until when (the lease's validTo);
+    * ``unresponsive_since``: the station rejected or did not answer; it is counted at the
+      higher of its last accepted limit and its fail-safe until it answers again;
+    * ``drawn_phases``: station phases the car of ``session_ref`` was seen drawing on under a
+      3-phase offer ("0", "01", "012"), reset for every session.
+    """
+
+    station = models.ForeignKey(
+        "stations.Station", on_delete=models.CASCADE, related_name="load_setpoints"
+    )
+    connector_id = models.PositiveSmallIntegerField()
+    target_current = models.PositiveSmallIntegerField(default=0)
+    target_phases = models.PositiveSmallIntegerField(default=3)
+    decision = models.CharField(max_length=10, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    sent_current = models.PositiveSmallIntegerField(null=True, blank=True)
+    sent_phases = models.PositiveSmallIntegerField(null=True, blank=True)
+    sent_valid_to = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_command = models.ForeignKey(
+        "stations.StationCommand",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    accepted_current = models.PositiveSmallIntegerField(null=True, blank=True)
+    accepted_phases = models.PositiveSmallIntegerField(null=True, blank=True)
+    accepted_valid_to = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    unresponsive_since = models.DateTimeField(null=True, blank=True)
+    session_ref = models.BigIntegerField(null=True, blank=True)
+    drawn_phases = models.CharField(max_length=3, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantQuerySet.as_manager()
+    tenant_path = "station__organization"
+
+    class Meta:
+        ordering = ["station_id", "connector_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["station", "connector_id"], name="connector_setpoint_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.station} #{self.connector_id}: {self.target_current} A × {self.target_phases}"
+        )
+
+    @property
+    def pending(self) -> bool:
+        """A lease was sent and not (yet) answered."""
+        return self.sent_command_id is not None and self.sent_current is not None
+
+
+class StationInputs(models.Model):
+    """The load-shedding inputs a station last reported (DataTransfer "Inputs")."""
+
+    station = models.OneToOneField(
+        "stations.Station", on_delete=models.CASCADE, related_name="load_inputs"
+    )
+    in1 = models.BooleanField(default=False)
+    in2 = models.BooleanField(default=False)
+    reported_at = models.DateTimeField(default=timezone.now)
+    #: When the current state began (for "shed since ..." on the pages).
+    since = models.DateTimeField(default=timezone.now)
+
+    objects = TenantQuerySet.as_manager()
+    tenant_path = "station__organization"
+
+    class Meta:
+        verbose_name_plural = _("station inputs")
+
+    def __str__(self) -> str:
+        return f"{self.station}: IN1={self.in1} IN2={self.in2}"
+
+
+class NodeLoadSample(models.Model):
+    """Per recompute and node (or group): budget, planned load and measurement per phase, for
+    the live view's chart. ``node_key`` is the engine id (``n<pk>`` node, ``g<pk>`` group)."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(
+        "portal.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    node_key = models.CharField(max_length=24)
+    time = models.DateTimeField()
+    limit = models.JSONField()  # [L1, L2, L3]
+    budget = models.JSONField()
+    planned = models.JSONField()
+    measured = models.JSONField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+    tenant_path = "organization"
+
+    class Meta:
+        ordering = ["time", "id"]
+        indexes = [models.Index(fields=["organization", "node_key", "time"])]
+
+    def __str__(self) -> str:
+        return f"{self.node_key} @ {self.time:%H:%M:%S}"

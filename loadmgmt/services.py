@@ -49,13 +49,13 @@ MQTT_TOPIC_PREFIX = "chargeportal/meters/"
 
 
 def tree_changed(organization_id: int, node_id: int | None) -> None:
-    """Called (after commit) on every configuration change and every meter reading.
+    """Called (after commit) on every configuration change and every meter reading: a
+    debounced recompute of the organization's tree (``node_id``: the node whose meter or
+    configuration changed, ``None`` for a station or the whole tree). Cheap: readings call it
+    for every message."""
+    from loadmgmt.tasks import recompute_soon
 
-    PLACEHOLDER, on purpose the only one: the recompute issue (issue 6, item 3) fills this in
-    with a debounced recompute of the organization's tree (``node_id`` is the node whose meter
-    or configuration changed, ``None`` for a change of a station or of the whole tree). It must
-    stay cheap: readings call it for every message.
-    """
+    recompute_soon(organization_id)
 
 
 def _changed(organization_id: int, node_id: int | None = None) -> None:

@@ -20,7 +20,7 @@ class PeriodicTask:
     @property
     def expires(self) -> float:
         # Expire a little before the next run is due.
-        return max(1.0, self.every.total_seconds() * 0.9)
+        return max(0.5, self.every.total_seconds() * 0.9)
 
 
 PERIODIC: dict[str, PeriodicTask] = {
@@ -31,6 +31,11 @@ PERIODIC: dict[str, PeriodicTask] = {
     "billing-invoices-issue": PeriodicTask(
         "billing.tasks.billing_invoices_issue_last_month", timedelta(hours=1)
     ),
+    # Live load management: every tree at least every 10 s (leases renewed), organizations
+    # marked due by events every second on the embedded default, old samples purged.
+    "loadmgmt-cycle": PeriodicTask("loadmgmt.tasks.loadmgmt_cycle", timedelta(seconds=10)),
+    "loadmgmt-due": PeriodicTask("loadmgmt.tasks.loadmgmt_due", timedelta(seconds=1)),
+    "loadmgmt-purge": PeriodicTask("loadmgmt.tasks.loadmgmt_purge", timedelta(hours=6)),
     "stations-mark-offline": PeriodicTask(
         "stations.tasks.stations_mark_offline", timedelta(seconds=30)
     ),

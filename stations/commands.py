@@ -229,3 +229,33 @@ def commands_expire_unclaimed(now: datetime, after_seconds: int) -> int:
     ).update(
         status=CommandStatus.OFFLINE, finished_at=now, error="No connection picked the command up."
     )
+
+
+def commands_send_bulk(
+    items: list[tuple[Station, str, dict[str, Any]]], *, requested_by: User | None = None
+) -> list[StationCommand]:
+    """Many commands at once (load management's setpoints each cycle): validated, stored in
+    one query, delivered after commit. Unlike ``command_send`` no page fragments are pushed
+    per command: the caller pushes its own summary. Offline stations → ``offline`` at once."""
+    now = timezone.now()
+    commands = []
+    for station, action, payload in items:
+        command_validate(action, payload)
+        command = StationCommand(
+            station=station, action=action, payload=payload, requested_by=requested_by
+        )
+        if not station.online:
+            command.status = CommandStatus.OFFLINE
+            command.finished_at = now
+            command.error = "The station is not connected."
+        commands.append(command)
+    StationCommand.objects.bulk_create(commands)
+    pending = [(c.station_id, c.pk) for c in commands if c.status == CommandStatus.PENDING]
+
+    def deliver() -> None:
+        for station_id, command_id in pending:
+            _notify(station_id, command_id)
+
+    if pending:
+        transaction.on_commit(deliver)
+    return commands

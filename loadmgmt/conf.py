@@ -1,0 +1,49 @@
+"""Settings of live load management, each read once here with its default (environment or
+Django settings)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+
+
+def _get(name: str, default: Any) -> Any:
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(name)
+        if raw in (None, ""):
+            return default
+        value = raw
+    return type(default)(value)
+
+
+def cycle_seconds() -> float:
+    """Every tree is recomputed at least this often (leases renewed, meters re-read)."""
+    return _get("LOADMGMT_CYCLE_SECONDS", 10.0)
+
+
+def lease_seconds() -> float:
+    """How long a setpoint stays valid on a station that hears nothing more (validTo)."""
+    return _get("LOADMGMT_LEASE_SECONDS", 60.0)
+
+
+def debounce_seconds() -> float:
+    """Events within this time give one recompute."""
+    return _get("LOADMGMT_DEBOUNCE_SECONDS", 0.05)
+
+
+def ack_wait_seconds() -> float:
+    """How long a recompute waits for the decreases to be accepted before it sends the
+    increases (if not all are accepted by then, the increases wait for the next cycle)."""
+    return _get("LOADMGMT_ACK_WAIT_SECONDS", 5.0)
+
+
+def samples_keep_hours() -> float:
+    return _get("LOADMGMT_SAMPLES_KEEP_HOURS", 48.0)
+
+
+def sample_every_seconds() -> float:
+    """Node load samples for the chart: at most one per node this often."""
+    return _get("LOADMGMT_SAMPLE_EVERY_SECONDS", 30.0)

@@ -1,0 +1,70 @@
+"""The receiver of station events (``OCPP_EVENT_HOOK``, see stations/events.py).
+
+Runs on the OCPP path after the change committed: it only records what must be remembered
+(the shedding inputs; that a rebooted or reconnected station needs its setpoint again; the
+fail-safe profile at boot) and asks for a debounced recompute. Stations outside every group
+cost one indexed query.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs, StationLimits
+from loadmgmt.profiles import fail_safe_payload
+from loadmgmt.tasks import recompute_soon
+from stations import events
+from stations.events import StationEvent
+
+
+def station_event(event: StationEvent) -> None:
+    member = (
+        LoadGroupMember.objects.filter(station_id=event.station_id)
+        .values_list("group__organization_id", "group__failure_action")
+        .first()
+    )
+    if member is None:
+        return
+    organization_id, failure_action = member
+    if event.kind in (events.BOOT, events.ONLINE):
+        # The station may have lost or kept its lease: count it at what it accepted, and
+        # send the setpoint again in the next recompute.
+        ConnectorSetpoint.objects.filter(station_id=event.station_id).update(
+            accepted_valid_to=None, sent_command=None
+        )
+    if event.kind == events.BOOT:
+        _fail_safe_send(event.station_id, failure_action)
+    if event.kind == events.INPUTS:
+        _inputs_record(event)
+    recompute_soon(organization_id)
+
+
+def _fail_safe_send(station_id: int, failure_action: str) -> None:
+    from stations.commands import commands_send_bulk
+    from stations.models import Connector, Station
+
+    station = Station.objects.get(pk=station_id)
+    limits = StationLimits.objects.filter(station_id=station_id).first()
+    current = limits.fail_safe_current if limits else 0
+    if failure_action == "stop":
+        current = 0
+    connectors = list(
+        Connector.objects.filter(station_id=station_id).values_list("connector_id", flat=True)
+    ) or [1]
+    commands_send_bulk(
+        [(station, "SetChargingProfile", fail_safe_payload(c, current)) for c in connectors]
+    )
+
+
+def _inputs_record(event: StationEvent) -> None:
+    now = timezone.now()
+    in1, in2 = bool(event.data.get("in1")), bool(event.data.get("in2"))
+    inputs, created = StationInputs.objects.get_or_create(
+        station_id=event.station_id, defaults={"in1": in1, "in2": in2, "since": now}
+    )
+    if not created:
+        changed = (inputs.in1, inputs.in2) != (in1, in2)
+        inputs.in1, inputs.in2, inputs.reported_at = in1, in2, now
+        if changed:
+            inputs.since = now
+        inputs.save()

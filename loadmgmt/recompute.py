@@ -1,0 +1,527 @@
+"""One recompute of an organization's load management: rows → engine → setpoints → stations.
+
+1. **Acknowledgements**: leases the stations answered since the last cycle become *accepted*;
+   a rejection, an error, a timeout or an offline station marks the connector *unresponsive*.
+2. **Inputs for the engine**: the tree and groups (``selectors.engine_nodes``, with the
+   stations' shedding inputs shedding their whole group), one engine station per connector of
+   every grouped station: car state from the connector status, arrival, the latest per-phase
+   currents, the phases the car was seen drawing on, and what the station *may apply now*
+   (the accepted lease, or the larger of it and an unanswered one). Offline and unresponsive
+   stations are passed as offline: the engine counts them at the higher of their lease and
+   their fail-safe current and sends them nothing.
+3. **Plan** (``engine.allocate``) and **transition**: decreases first; only once every
+   decrease is accepted (waiting up to ``LOADMGMT_ACK_WAIT_SECONDS``) the increases go out.
+   Unchanged setpoints are renewed when their lease is half over.
+4. **Record** targets, reasons and the node loads (samples for the chart) and push the live
+   view.
+
+The caller holds the organization's lock (``tasks.recompute_locked``): one recompute per
+organization at a time. Every step is idempotent: running it twice sends nothing new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from loadmgmt import conf, profiles, selectors
+from loadmgmt.engine import model as engine
+from loadmgmt.engine.allocate import allocate
+from loadmgmt.engine.transition import StepKind, plan_transition
+from loadmgmt.models import (
+    ConnectorSetpoint,
+    FailureAction,
+    LoadGroup,
+    LoadGroupMember,
+    NodeLoadSample,
+    SheddingInputs,
+    StationInputs,
+    StationLimits,
+)
+from portal.models import Organization
+from stations.commands import commands_send_bulk
+from stations.models import (
+    ChargingSession,
+    CommandStatus,
+    Connector,
+    MeterSample,
+    SessionStatus,
+    Station,
+    StationCommand,
+)
+
+log = logging.getLogger(__name__)
+
+CAR_STATE = {
+    "Preparing": engine.CarState.WAITING,
+    "SuspendedEVSE": engine.CarState.WAITING,
+    "Charging": engine.CarState.CHARGING,
+    "SuspendedEV": engine.CarState.SUSPENDED_EV,
+    "Finishing": engine.CarState.FINISHED,
+}
+FAILED = (
+    CommandStatus.REJECTED,
+    CommandStatus.NOT_SUPPORTED,
+    CommandStatus.ERROR,
+    CommandStatus.TIMED_OUT,
+    CommandStatus.OFFLINE,
+)
+# A car draws on a phase when it takes more than this (meter noise stays below).
+DRAWING_A = 1.0
+
+
+def engine_id(station_id: int, connector_id: int) -> str:
+    return f"s{station_id}c{connector_id}"
+
+
+@dataclass
+class Report:
+    organization_id: int
+    stations: int = 0
+    sent_decreases: int = 0
+    sent_increases: int = 0
+    renewed: int = 0
+    increases_held: bool = False
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# --- 1. acknowledgements -------------------------------------------------------------------
+
+
+def acknowledgements_record(states: Iterable[ConnectorSetpoint], now: datetime) -> None:
+    """Fold the answers to sent leases into the states (saved by the caller)."""
+    waiting = {s.sent_command_id: s for s in states if s.sent_command_id is not None}
+    if not waiting:
+        return
+    for command_id, status, finished_at in StationCommand.objects.filter(
+        pk__in=waiting
+    ).values_list("pk", "status", "finished_at"):
+        state = waiting[command_id]
+        if status == CommandStatus.ACCEPTED:
+            state.accepted_current = state.sent_current
+            state.accepted_phases = state.sent_phases
+            state.accepted_valid_to = state.sent_valid_to
+            state.accepted_at = finished_at or now
+            state.unresponsive_since = None
+            state.sent_command_id = None
+        elif status in FAILED:
+            state.unresponsive_since = state.unresponsive_since or (finished_at or now)
+            state.sent_command_id = None
+    # A command deleted meanwhile (station deleted, log purged) is no answer.
+    for command_id in set(waiting) - set(
+        StationCommand.objects.filter(pk__in=waiting).values_list("pk", flat=True)
+    ):
+        waiting[command_id].sent_command_id = None
+
+
+def _larger(a: engine.Setpoint | None, b: engine.Setpoint | None) -> engine.Setpoint | None:
+    """A setpoint covering both (what a station may draw while either may apply)."""
+    if a is None or b is None:
+        return a or b
+    return engine.Setpoint(max(a.current, b.current), max(a.phases, b.phases))
+
+
+def may_apply(state: ConnectorSetpoint) -> tuple[engine.Setpoint | None, datetime | None]:
+    """What the station may apply now and until when (None: no expiry known)."""
+    accepted = (
+        engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
+        if state.accepted_current is not None
+        else None
+    )
+    until = state.accepted_valid_to
+    if state.sent_command_id is not None and state.sent_current is not None:
+        sent = engine.Setpoint(state.sent_current, state.sent_phases or 3)
+        accepted = _larger(accepted, sent)
+        if until is not None and state.sent_valid_to is not None:
+            until = max(until, state.sent_valid_to)
+        elif state.sent_valid_to is None:
+            until = None
+    return accepted, until
+
+
+# --- 2. inputs -----------------------------------------------------------------------------
+
+
+def _group_shedding(organization: Organization) -> dict[str, tuple[engine.ShedMode, str]]:
+    """Groups shed by one of their stations' inputs: engine node id → (mode, who)."""
+    wired = {
+        lim.station_id: lim
+        for lim in StationLimits.objects.for_tenant(organization).exclude(
+            shedding_inputs=SheddingInputs.NONE
+        )
+    }
+    if not wired:
+        return {}
+    shed: dict[str, tuple[engine.ShedMode, str]] = {}
+    members = dict(
+        LoadGroupMember.objects.filter(station_id__in=wired).values_list("station_id", "group_id")
+    )
+    for inputs in StationInputs.objects.filter(station_id__in=wired).select_related("station"):
+        lim = wired[inputs.station_id]
+        if lim.shedding_inputs == SheddingInputs.IN1_IN2:
+            active, mode = inputs.in1 or inputs.in2, engine.ShedMode.TO_ZERO
+        else:
+            active, mode = inputs.in2, engine.ShedMode.TO_MIN
+        group_id = members.get(inputs.station_id)
+        if not active or group_id is None:
+            continue
+        key = f"g{group_id}"
+        who = f"inputs of {inputs.station.charge_point_id}"
+        previous = shed.get(key)
+        if previous is None or mode is engine.ShedMode.TO_ZERO:
+            shed[key] = (mode, who)
+    return shed
+
+
+def _latest_samples(session_ids: list[int]) -> dict[int, tuple]:
+    """Per running session: (time, L1, L2, L3) of its latest meter sample with currents."""
+    if not session_ids:
+        return {}
+    latest = MeterSample.objects.filter(session_id=OuterRef("pk"), current_l1__isnull=False)
+    latest = latest.order_by("-time", "-id")
+    rows = ChargingSession.objects.filter(pk__in=session_ids).annotate(
+        s_time=Subquery(latest.values("time")[:1]),
+        s_l1=Subquery(latest.values("current_l1")[:1]),
+        s_l2=Subquery(latest.values("current_l2")[:1]),
+        s_l3=Subquery(latest.values("current_l3")[:1]),
+    )
+    return {r.pk: (r.s_time, r.s_l1, r.s_l2, r.s_l3) for r in rows if r.s_time is not None}
+
+
+@dataclass
+class Inputs:
+    nodes: list[engine.Node]
+    stations: list[engine.Station]
+    states: dict[str, ConnectorSetpoint]
+    station_rows: dict[int, Station]
+    keep_last: set[str]
+
+
+def inputs_build(organization: Organization, now: datetime) -> Inputs:
+    settings = selectors.engine_station_settings(organization)
+    shed = _group_shedding(organization)
+    nodes = [
+        dataclasses.replace(n, shed=shed[n.id][0], shed_source=shed[n.id][1])
+        if n.id in shed and n.shed is engine.ShedMode.NONE
+        else n
+        for n in selectors.engine_nodes(organization, now=now)
+    ]
+    failure = dict(LoadGroup.objects.for_tenant(organization).values_list("pk", "failure_action"))
+    station_rows = {
+        s.pk: s for s in Station.objects.filter(pk__in=settings).only("pk", "online", "name")
+    }
+    connectors = list(
+        Connector.objects.filter(station_id__in=settings).order_by("station_id", "connector_id")
+    )
+    sessions = {
+        (s.station_id, s.connector_id): s
+        for s in ChargingSession.objects.filter(
+            station_id__in=settings, status=SessionStatus.ACTIVE
+        ).order_by("started_at")  # the newest wins per connector
+    }
+    samples = _latest_samples([s.pk for s in sessions.values()])
+    existing = {
+        (s.station_id, s.connector_id): s
+        for s in ConnectorSetpoint.objects.filter(station_id__in=settings)
+    }
+    states: dict[str, ConnectorSetpoint] = {}
+    stations: list[engine.Station] = []
+    keep_last: set[str] = set()
+    stale_sample = timedelta(seconds=3 * conf.cycle_seconds() + 60)
+    for connector in connectors:
+        key = (connector.station_id, connector.connector_id)
+        sid = engine_id(*key)
+        state = existing.get(key) or ConnectorSetpoint(
+            station_id=connector.station_id, connector_id=connector.connector_id
+        )
+        states[sid] = state
+        kwargs = dict(settings[connector.station_id])
+        group_id = int(kwargs["parent"][1:])
+        action = failure.get(group_id)
+        if action == FailureAction.STOP:
+            kwargs["fail_safe_current"] = 0
+        if action == FailureAction.KEEP_LAST:
+            keep_last.add(sid)
+        session = sessions.get(key)
+        car = CAR_STATE.get(connector.status, engine.CarState.NO_CAR)
+        if session is not None and car is engine.CarState.NO_CAR and connector.status == "Unknown":
+            car = engine.CarState.CHARGING  # a session runs: never count it as idle
+        arrival_at = (
+            session.started_at if session else (connector.status_at or connector.updated_at)
+        )
+        measured = None
+        drawn = None
+        if session is not None:
+            if state.session_ref != session.pk:
+                state.session_ref, state.drawn_phases = session.pk, ""
+            sample = samples.get(session.pk)
+            if sample is not None and now - sample[0] <= stale_sample:
+                currents = tuple(float(c or 0.0) for c in sample[1:])
+                measured = currents
+                # Learn the phases only under a 3-phase offer, after the car arrived.
+                if (
+                    state.accepted_phases == 3
+                    and (state.accepted_current or 0) > 0
+                    and sum(currents) > DRAWING_A
+                    and sample[0] >= session.started_at
+                ):
+                    seen = {i for i, c in enumerate(currents) if c > DRAWING_A} | {0}
+                    state.drawn_phases = "".join(str(i) for i in sorted(seen))
+            if state.drawn_phases:
+                drawn = frozenset(int(c) for c in state.drawn_phases)
+        elif state.session_ref is not None:
+            state.session_ref, state.drawn_phases = None, ""
+        setpoint, until = may_apply(state)
+        online = station_rows[connector.station_id].online and state.unresponsive_since is None
+        if until is None and setpoint is not None:
+            lease_until = math.inf if sid in keep_last or not online else None
+        else:
+            lease_until = until.timestamp() if until is not None else None
+        stations.append(
+            engine.Station(
+                sid,
+                state=car,
+                arrival=arrival_at.timestamp() if arrival_at else None,
+                drawn_phases=drawn,
+                measured=measured,
+                online=online,
+                lease_until=lease_until,
+                setpoint=setpoint,
+                **kwargs,
+            )
+        )
+    return Inputs(nodes, stations, states, station_rows, keep_last)
+
+
+# --- 3. plan and transition ---------------------------------------------------------------
+
+
+def _wait_for(command_ids: list[int], seconds: float) -> bool:
+    """True once every command has an answer; False when ``seconds`` ran out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        open_ = StationCommand.objects.filter(
+            pk__in=command_ids, status=CommandStatus.PENDING
+        ).count()
+        if not open_:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _send(
+    changes: list[tuple[ConnectorSetpoint, engine.Setpoint]],
+    rows: dict[int, Station],
+    now: datetime,
+    keep_last: set[str],
+) -> list[int]:
+    """Send one lease per change; records what was sent on the states."""
+    if not changes:
+        return []
+    lease = conf.lease_seconds()
+    items = []
+    for state, sp in changes:
+        sid = engine_id(state.station_id, state.connector_id)
+        valid_to = None if sid in keep_last else now + timedelta(seconds=lease)
+        payload = profiles.lease_payload(
+            profiles.Lease(state.connector_id, sp.current, sp.phases, valid_to)
+        )
+        items.append((rows[state.station_id], "SetChargingProfile", payload))
+        state.sent_current, state.sent_phases = sp.current, sp.phases
+        state.sent_valid_to, state.sent_at = valid_to, now
+    with transaction.atomic():
+        commands = commands_send_bulk(items)
+    for (state, _sp), command in zip(changes, commands, strict=True):
+        state.sent_command_id = command.pk
+    return [c.pk for c in commands if c.status == CommandStatus.PENDING]
+
+
+def _needs_renewal(state: ConnectorSetpoint, now: datetime, keep_last: bool) -> bool:
+    if state.sent_command_id is not None:
+        return False  # an answer is still awaited
+    if keep_last:
+        return state.sent_at is None
+    if state.accepted_valid_to is None:
+        return True
+    return (state.accepted_valid_to - now).total_seconds() < conf.lease_seconds() / 2
+
+
+def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
+    started = time.monotonic()
+    now = now or timezone.now()
+    report = Report(organization_id)
+    organization = Organization.objects.get(pk=organization_id)
+    existing = list(ConnectorSetpoint.objects.filter(station__organization_id=organization_id))
+    acknowledgements_record(existing, now)
+    _save(existing)
+    inputs = inputs_build(organization, now)
+    report.stations = len(inputs.stations)
+    if not inputs.stations and not inputs.nodes:
+        return report
+    plan = allocate(inputs.nodes, inputs.stations, now.timestamp())
+    report.warnings = list(plan.warnings)
+    states = inputs.states
+    for sid, allocation in plan.allocations.items():
+        state = states[sid]
+        state.target_current, state.target_phases = allocation.current, allocation.phases
+        state.decision, state.reason = allocation.decision.value, allocation.reason[:200]
+        state.updated_at = now
+
+    online = {s.id: s for s in inputs.stations if s.online}
+    previous = {sid: st.setpoint or engine.OFF for sid, st in online.items()}
+    target = plan.setpoints()
+    transition = plan_transition(previous, target)
+    decreases = [
+        (states[c.station_id], c.after)
+        for step in transition.steps
+        if step.kind is StepKind.DECREASE
+        for c in step.changes
+    ]
+    increases = [
+        (states[c.station_id], c.after)
+        for step in transition.steps
+        if step.kind is StepKind.INCREASE
+        for c in step.changes
+    ]
+    changing = {id(s) for s, _ in decreases} | {id(s) for s, _ in increases}
+    renewals = [
+        (state, previous[sid])
+        for sid, state in states.items()
+        if sid in online
+        and id(state) not in changing
+        and sid in target
+        and _needs_renewal(state, now, sid in inputs.keep_last)
+    ]
+    # Unresponsive but connected: offer the fail-safe current again (never more than what
+    # the station is counted at); once accepted, it takes part in the next plan.
+    retries = []
+    for st in inputs.stations:
+        state = states[st.id]
+        if (
+            state.unresponsive_since is not None
+            and inputs.station_rows[state.station_id].online
+            and state.sent_command_id is None
+        ):
+            retries.append((state, engine.Setpoint(st.fail_safe_current, 3)))
+    pending = _send(decreases + renewals + retries, inputs.station_rows, now, inputs.keep_last)
+    report.sent_decreases, report.renewed = len(decreases), len(renewals) + len(retries)
+    _save(states.values())
+    if increases:
+        decrease_ids = [s.sent_command_id for s, _ in decreases if s.sent_command_id]
+        all_answered = not decrease_ids or _wait_for(
+            [i for i in decrease_ids if i in pending], conf.ack_wait_seconds()
+        )
+        decreased = (
+            all_answered
+            and not StationCommand.objects.filter(pk__in=decrease_ids)
+            .exclude(status=CommandStatus.ACCEPTED)
+            .exists()
+        )
+        if decreased:
+            acknowledgements_record([s for s, _ in decreases], timezone.now())
+            _send(increases, inputs.station_rows, timezone.now(), inputs.keep_last)
+            report.sent_increases = len(increases)
+        else:
+            report.increases_held = True
+            log.info("org %s: increases held until every decrease is accepted", organization_id)
+        _save(states.values())
+    _samples_record(organization, inputs.nodes, plan, now)
+    report.seconds = time.monotonic() - started
+    _push(organization_id, report)
+    return report
+
+
+def _save(states: Iterable[ConnectorSetpoint]) -> None:
+    states = list(states)
+    new = [s for s in states if s.pk is None]
+    old = [s for s in states if s.pk is not None]
+    if new:
+        ConnectorSetpoint.objects.bulk_create(new, ignore_conflicts=True)
+        # ignore_conflicts leaves pks unset: fetch them (a concurrent creator won the race).
+        ids = {
+            (s.station_id, s.connector_id): s.pk
+            for s in ConnectorSetpoint.objects.filter(station_id__in={s.station_id for s in new})
+        }
+        for s in new:
+            s.pk = ids.get((s.station_id, s.connector_id))
+        old += [s for s in new if s.pk is not None]
+    if old:
+        ConnectorSetpoint.objects.bulk_update(
+            old,
+            [
+                "target_current",
+                "target_phases",
+                "decision",
+                "reason",
+                "sent_current",
+                "sent_phases",
+                "sent_valid_to",
+                "sent_at",
+                "sent_command",
+                "accepted_current",
+                "accepted_phases",
+                "accepted_valid_to",
+                "accepted_at",
+                "unresponsive_since",
+                "session_ref",
+                "drawn_phases",
+                "updated_at",
+            ],
+            batch_size=500,
+        )
+
+
+# --- 4. record and show --------------------------------------------------------------------
+
+
+def _samples_record(
+    organization: Organization, nodes: list[engine.Node], plan: engine.Plan, now: datetime
+) -> None:
+    """At most one sample per node every LOADMGMT_SAMPLE_EVERY_SECONDS, for the chart."""
+    last = (
+        NodeLoadSample.objects.for_tenant(organization)
+        .order_by("-time")
+        .values_list("time", flat=True)
+        .first()
+    )
+    if last is not None and (now - last).total_seconds() < conf.sample_every_seconds():
+        return
+    NodeLoadSample.objects.bulk_create(
+        NodeLoadSample(
+            organization=organization,
+            node_key=node.id,
+            time=now,
+            limit=list(node.limit),
+            budget=[round(x, 1) for x in plan.nodes[node.id].budget],
+            planned=list(plan.nodes[node.id].planned),
+            measured=list(node.measured) if node.measured is not None else None,
+        )
+        for node in nodes
+        if node.id in plan.nodes
+    )
+
+
+def _push(organization_id: int, report: Report) -> None:
+    from portal.live import org_group, push
+
+    push(
+        org_group(organization_id),
+        "load.changed",
+        data={
+            "stations": report.stations,
+            "decreases": report.sent_decreases,
+            "increases": report.sent_increases,
+            "held": report.increases_held,
+        },
+    )

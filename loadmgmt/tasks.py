@@ -1,0 +1,122 @@
+"""Recompute triggers and periodic work of live load management.
+
+* ``recompute_soon(org)``: debounced — a burst of events gives one recompute. With a broker
+  (Redis) a Celery task is scheduled a moment later; on the embedded default the organization
+  is marked due and the in-process beat (``loadmgmt-due``, every second) runs it.
+* ``recompute_locked(org)``: one recompute per organization at a time (a cache lock, Redis in
+  production); an event that arrives while one runs marks the organization due again, so the
+  change is never lost.
+* ``loadmgmt_cycle``: every ``LOADMGMT_CYCLE_SECONDS`` every organization with groups is
+  recomputed (leases renewed, stale meters noticed) even without events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+from django.db import close_old_connections
+from django.utils import timezone
+
+from loadmgmt import conf
+
+log = logging.getLogger(__name__)
+LOCK_SECONDS = 120
+_due: set[int] = set()
+_due_lock = threading.Lock()
+
+
+def _lock_key(organization_id: int) -> str:
+    return f"loadmgmt:lock:{organization_id}"
+
+
+def _scheduled_key(organization_id: int) -> str:
+    return f"loadmgmt:scheduled:{organization_id}"
+
+
+def _eager() -> bool:
+    return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
+
+
+def recompute_soon(organization_id: int) -> None:
+    """Ask for a recompute of the organization (cheap: called on the OCPP path)."""
+    if _eager():
+        with _due_lock:
+            _due.add(organization_id)
+        return
+    if cache.add(_scheduled_key(organization_id), 1, timeout=30):
+        loadmgmt_recompute.apply_async((organization_id,), countdown=conf.debounce_seconds())
+
+
+def recompute_locked(organization_id: int):
+    """Recompute unless another worker is at it (then it is marked to run again)."""
+    from loadmgmt.recompute import recompute
+
+    token = uuid.uuid4().hex
+    if not cache.add(_lock_key(organization_id), token, timeout=LOCK_SECONDS):
+        if _eager():
+            with _due_lock:
+                _due.add(organization_id)
+        else:
+            cache.delete(_scheduled_key(organization_id))
+            if cache.add(_scheduled_key(organization_id), 1, timeout=30):
+                loadmgmt_recompute.apply_async((organization_id,), countdown=0.2)
+        return None
+    try:
+        return recompute(organization_id)
+    finally:
+        if cache.get(_lock_key(organization_id)) == token:
+            cache.delete(_lock_key(organization_id))
+
+
+@shared_task
+def loadmgmt_recompute(organization_id: int) -> int:
+    # Cleared first: an event during this recompute schedules the next one.
+    cache.delete(_scheduled_key(organization_id))
+    report = recompute_locked(organization_id)
+    return report.stations if report else 0
+
+
+@shared_task
+def loadmgmt_due() -> int:
+    """Embedded default: run the organizations marked due (no-op with a broker)."""
+    with _due_lock:
+        due = sorted(_due)
+        _due.clear()
+    for organization_id in due:
+        try:
+            recompute_locked(organization_id)
+        except Exception:
+            log.exception("load recompute of organization %s failed", organization_id)
+        finally:
+            close_old_connections()
+    return len(due)
+
+
+@shared_task
+def loadmgmt_cycle() -> int:
+    from loadmgmt.models import LoadGroup
+
+    organizations = sorted(set(LoadGroup.objects.values_list("organization_id", flat=True)))
+    for organization_id in organizations:
+        try:
+            recompute_locked(organization_id)
+        except Exception:
+            log.exception("load recompute of organization %s failed", organization_id)
+    return len(organizations)
+
+
+@shared_task
+def loadmgmt_purge() -> int:
+    """Chart samples and meter readings older than LOADMGMT_SAMPLES_KEEP_HOURS."""
+    from loadmgmt.models import NodeLoadSample
+    from loadmgmt.services import meter_readings_purge
+
+    before = timezone.now() - timedelta(hours=conf.samples_keep_hours())
+    deleted, _ = NodeLoadSample.objects.filter(time__lt=before).delete()
+    return deleted + meter_readings_purge(before=before)

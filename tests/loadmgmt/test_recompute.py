@@ -1,0 +1,246 @@
+"""Recompute: rows → engine → leases, with decreases acknowledged before increases, unresponsive
+stations counted safely, shedding inputs, and the triggers (hooks, debounce, lock)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from loadmgmt import hooks, tasks
+from loadmgmt.models import ConnectorSetpoint, StationInputs
+from loadmgmt.recompute import recompute
+from stations.events import StationEvent
+from stations.models import ChargingSession, Connector, StationCommand
+from tests.loadmgmt.factories import LoadGroupFactory, LoadGroupMemberFactory, StationLimitsFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def quick(settings):
+    settings.LOADMGMT_ACK_WAIT_SECONDS = 0.05
+    settings.LOADMGMT_SAMPLE_EVERY_SECONDS = 0.0
+    cache.clear()
+    tasks._due.clear()
+
+
+@pytest.fixture
+def group(tenants):
+    """Four one-connector stations on a 32 A line, online, no car yet."""
+    group = LoadGroupFactory(organization=tenants.a, max_current=32)
+    for _ in range(4):
+        member = LoadGroupMemberFactory(group=group, station__connectors=1)
+        member.station.online = True
+        member.station.save()
+        StationLimitsFactory(station=member.station, fail_safe_current=6)
+    Connector.objects.filter(station__in=group.stations.all()).update(status="Available")
+    return group
+
+
+def stations_of(group):
+    return list(group.stations.order_by("pk"))
+
+
+def leases(station=None):
+    qs = StationCommand.objects.filter(action="SetChargingProfile").order_by("pk")
+    if station is not None:
+        qs = qs.filter(station=station)
+    return qs
+
+
+def limit(command):
+    period = command.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
+    return period[0]["limit"], period[0]["numberPhases"]
+
+
+def accept_all():
+    StationCommand.objects.filter(status="pending").update(
+        status="accepted", finished_at=timezone.now()
+    )
+
+
+def arrive(station, minutes_ago=1):
+    now = timezone.now() - timedelta(minutes=minutes_ago)
+    Connector.objects.filter(station=station).update(status="Preparing", status_at=now)
+    ChargingSession.objects.create(
+        station=station,
+        connector_id=1,
+        id_tag="T",
+        meter_start=0,
+        started_at=now,
+        station_started_at=now,
+        idempotency_key=f"k{station.pk}",
+    )
+
+
+def test_first_car_gets_the_line_idle_stations_get_0(tenants, group):
+    s1, s2, *_ = stations_of(group)
+    arrive(s1)
+    report = recompute(tenants.a.pk)
+    assert report.stations == 4 and report.sent_increases == 1
+    assert limit(leases(s1).last()) == (32.0, 3)
+    assert limit(leases(s2).last()) == (0.0, 3)  # idle: 0 A until the engine admits a car
+    lease = leases(s1).last().payload["csChargingProfiles"]
+    assert lease["chargingProfilePurpose"] == "TxDefaultProfile" and lease["stackLevel"] == 1
+    assert "validTo" in lease
+    state = ConnectorSetpoint.objects.get(station=s1)
+    assert (state.target_current, state.decision) == (32, "charge")
+
+
+def test_running_twice_sends_nothing_new(tenants, group):
+    arrive(stations_of(group)[0])
+    recompute(tenants.a.pk)
+    accept_all()
+    sent = leases().count()
+    report = recompute(tenants.a.pk)
+    assert leases().count() == sent and report.sent_increases == report.renewed == 0
+    state = ConnectorSetpoint.objects.get(station=stations_of(group)[0])
+    assert (state.accepted_current, state.accepted_phases) == (32, 3)
+
+
+def test_increases_wait_until_every_decrease_is_accepted(tenants, group):
+    s1, s2, *_ = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    arrive(s2)
+    report = recompute(tenants.a.pk)
+    # s1 must come down to 16 A first; s2's 16 A is held: s1 has not answered.
+    assert report.sent_decreases == 1 and report.increases_held
+    assert limit(leases(s1).last()) == (16.0, 3)
+    assert limit(leases(s2).last()) == (0.0, 3)
+    accept_all()
+    report = recompute(tenants.a.pk)
+    assert report.sent_increases == 1 and limit(leases(s2).last()) == (16.0, 3)
+
+
+def test_increases_follow_at_once_when_the_decrease_is_accepted_in_time(
+    tenants, group, settings, monkeypatch
+):
+    s1, s2, *_ = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    arrive(s2)
+    # The station answers while the recompute waits.
+    from loadmgmt import recompute as module
+
+    real_wait = module._wait_for
+
+    def answered(ids, seconds):
+        accept_all()
+        return real_wait(ids, seconds)
+
+    monkeypatch.setattr(module, "_wait_for", answered)
+    report = recompute(tenants.a.pk)
+    assert report.sent_decreases == 1 and report.sent_increases == 1
+    assert limit(leases(s2).last()) == (16.0, 3)
+
+
+def test_a_rejecting_station_is_counted_at_its_last_accepted_limit(tenants, group):
+    s1, s2, *_ = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()  # s1 accepted 32 A
+    arrive(s2)
+    recompute(tenants.a.pk)  # s1 asked down to 16 A ...
+    StationCommand.objects.filter(status="pending", station=s1).update(
+        status="rejected", finished_at=timezone.now()
+    )
+    accept_all()
+    recompute(tenants.a.pk)
+    state = ConnectorSetpoint.objects.get(station=s1)
+    assert state.unresponsive_since is not None
+    # s1 may still draw 32 A: nothing is left for s2 on a 32 A line.
+    assert ConnectorSetpoint.objects.get(station=s2).target_current == 0
+    # s1 is offered its fail-safe again; once it accepts, it takes part again.
+    assert limit(leases(s1).last()) == (6.0, 3)
+    accept_all()
+    recompute(tenants.a.pk)
+    assert ConnectorSetpoint.objects.get(station=s1).unresponsive_since is None
+
+
+def test_offline_station_counted_at_its_lease_until_it_ends(tenants, group):
+    s1, s2, *_ = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    s1.online = False
+    s1.save()
+    arrive(s2)
+    recompute(tenants.a.pk)
+    assert ConnectorSetpoint.objects.get(station=s2).target_current == 0
+    later = timezone.now() + timedelta(minutes=5)  # the lease ended: s1 at its fail-safe 6 A
+    recompute(tenants.a.pk, now=later)
+    assert ConnectorSetpoint.objects.get(station=s2).target_current == 26
+
+
+def test_shedding_input_sheds_the_whole_group(tenants, group):
+    s1, s2, s3, _ = stations_of(group)
+    arrive(s1)
+    arrive(s2)
+    limits = s3.load_limits
+    limits.shedding_inputs = "in1_in2"
+    limits.save()
+    hooks.station_event(
+        StationEvent("inputs", s3.pk, tenants.a.pk, data={"in1": True, "in2": True})
+    )
+    assert StationInputs.objects.get(station=s3).in1
+    recompute(tenants.a.pk)
+    targets = ConnectorSetpoint.objects.filter(station__in=[s1, s2])
+    assert [t.target_current for t in targets] == [0, 0]
+    assert all("inputs of" in t.reason for t in targets), [t.reason for t in targets]
+    hooks.station_event(
+        StationEvent("inputs", s3.pk, tenants.a.pk, data={"in1": False, "in2": False})
+    )
+    recompute(tenants.a.pk)
+    assert {t.target_current for t in ConnectorSetpoint.objects.filter(station=s1)} == {16}
+
+
+def test_boot_sends_the_fail_safe_profile_and_forces_renewal(tenants, group):
+    s1 = stations_of(group)[0]
+    arrive(s1)
+    recompute(tenants.a.pk)
+    accept_all()
+    hooks.station_event(StationEvent("boot", s1.pk, tenants.a.pk))
+    fail_safe = leases(s1).last().payload
+    assert fail_safe["csChargingProfiles"]["stackLevel"] == 0
+    assert "validTo" not in fail_safe["csChargingProfiles"]
+    assert limit(leases(s1).last()) == (6.0, 3)
+    assert tenants.a.pk in tasks._due  # embedded default: marked for the next second
+    accept_all()
+    before = leases(s1).count()
+    recompute(tenants.a.pk)
+    assert leases(s1).count() == before + 1  # the setpoint is sent again
+
+
+def test_events_of_stations_outside_groups_are_ignored(tenants):
+    from tests.stations.factories import StationFactory
+
+    station = StationFactory(organization=tenants.a)
+    hooks.station_event(StationEvent("boot", station.pk, tenants.a.pk))
+    assert not StationCommand.objects.exists() and not tasks._due
+
+
+def test_one_recompute_at_a_time_and_a_burst_gives_one(tenants, group):
+    cache.add(tasks._lock_key(tenants.a.pk), "someone", timeout=60)
+    assert tasks.recompute_locked(tenants.a.pk) is None
+    assert tasks._due == {tenants.a.pk}  # it runs again once the other is done
+    cache.delete(tasks._lock_key(tenants.a.pk))
+    for _ in range(50):
+        tasks.recompute_soon(tenants.a.pk)
+    assert tasks.loadmgmt_due() == 1 and tasks.loadmgmt_due() == 0
+
+
+def test_configuration_change_triggers_a_recompute(
+    tenants, group, django_capture_on_commit_callbacks
+):
+    from loadmgmt.services import group_update
+
+    tasks._due.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        group_update(group=group, max_current=40)
+    assert tenants.a.pk in tasks._due
