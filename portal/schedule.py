@@ -7,6 +7,7 @@ entries to ``PERIODIC``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,7 +34,10 @@ PERIODIC: dict[str, PeriodicTask] = {
     ),
     # Live load management: every tree at least every 10 s (leases renewed), organizations
     # marked due by events every second on the embedded default, old samples purged.
-    "loadmgmt-cycle": PeriodicTask("loadmgmt.tasks.loadmgmt_cycle", timedelta(seconds=10)),
+    "loadmgmt-cycle": PeriodicTask(
+        "loadmgmt.tasks.loadmgmt_cycle",
+        timedelta(seconds=float(os.environ.get("LOADMGMT_CYCLE_SECONDS", "10"))),
+    ),
     "loadmgmt-due": PeriodicTask("loadmgmt.tasks.loadmgmt_due", timedelta(seconds=1)),
     "loadmgmt-purge": PeriodicTask("loadmgmt.tasks.loadmgmt_purge", timedelta(hours=6)),
     "stations-mark-offline": PeriodicTask(

@@ -99,11 +99,74 @@ def portal_processes(transactional_db, settings):
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     started: list[PortalProcess] = []
 
-    def start(count: int) -> list[PortalProcess]:
-        new = [PortalProcess(env, f"{len(started) + i}") for i in range(count)]
+    def start(count: int, **extra: str) -> list[PortalProcess]:
+        new = [PortalProcess({**env, **extra}, f"{len(started) + i}") for i in range(count)]
         started.extend(new)
         for process in new:
             process.wait_ready()
+        return new
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+class CeleryProcess:
+    """A Celery worker or beat of the portal (``kind`` = "worker" or "beat")."""
+
+    def __init__(self, env: dict[str, str], kind: str, workdir: Path) -> None:
+        args = [sys.executable, "-m", "celery", "-A", "portal", kind, "--loglevel", "warning"]
+        if kind == "worker":
+            args += ["--pool", "threads", "--concurrency", "4", "--without-heartbeat"]
+            args += ["--without-gossip", "--without-mingle"]
+        else:
+            args += ["--schedule", str(workdir / "celerybeat-schedule")]
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"celery-{kind}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def portal_env(transactional_db, settings):
+    """The environment of a portal process on the test database and Redis."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        pytest.skip("needs PostgreSQL and Redis")
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgresql://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "DEBUG": "1",
+        "PERIODIC_IN_PROCESS": "0",
+        "SITE_URL": "http://127.0.0.1",
+    }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    return env
+
+
+@pytest.fixture
+def celery_processes(portal_env, tmp_path):
+    """``start(**extra_env)`` runs a worker and a beat; both stop at the end."""
+    started: list[CeleryProcess] = []
+
+    def start(**extra: str) -> list[CeleryProcess]:
+        env = {**portal_env, **extra}
+        new = [CeleryProcess(env, "worker", tmp_path), CeleryProcess(env, "beat", tmp_path)]
+        started.extend(new)
         return new
 
     yield start

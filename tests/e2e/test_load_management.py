@@ -1,0 +1,204 @@
+"""Live load management end to end: 20 simulated stations on a 32 A line, a real portal
+process, a Celery worker and beat, PostgreSQL and Redis. The stations' real draw is sampled
+all along and must never exceed the line's limit on any phase."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+from ocpp.v16 import call
+
+from loadmgmt.models import ConnectorSetpoint, StationLimits
+from stations.conf import VENDOR_ID
+from stations.simulator import Car, SimStation
+from tests.loadmgmt.factories import LoadGroupFactory
+from tests.stations.factories import STATION_PASSWORD, StationFactory
+
+LINE_A = 32
+N = 20
+ROTATIONS = ["L1-L2-L3", "L2-L3-L1", "L3-L1-L2"]
+GRID = {"L1-L2-L3": (0, 1, 2), "L2-L3-L1": (1, 2, 0), "L3-L1-L2": (2, 0, 1)}
+ENV = {
+    "LOADMGMT_CYCLE_SECONDS": "2",
+    "LOADMGMT_LEASE_SECONDS": "12",
+    "LOADMGMT_DEBOUNCE_SECONDS": "0.05",
+}
+
+
+@pytest.fixture
+def line(tenants):
+    group = LoadGroupFactory(organization=tenants.a, name="Car park", max_current=LINE_A)
+    stations = []
+    for i in range(N):
+        station = StationFactory(
+            organization=tenants.a,
+            charge_point_id=f"LM-{i:02d}",
+            connectors=1,
+            auth_mode="none",  # charges when plugged in: this test is about the current
+        )
+        StationLimits.objects.create(
+            station=station,
+            phase_rotation=ROTATIONS[i % 3],
+            can_switch_phases=True,
+            fail_safe_current=0 if i else 6,
+            shedding_inputs="in1_in2" if i == N - 1 else "none",
+        )
+        group.members.create(station=station)
+        stations.append(station)
+    return group, stations
+
+
+class Draw:
+    """Samples the simulated stations' real per-grid-phase draw."""
+
+    def __init__(self, sims: list[SimStation]) -> None:
+        self.sims = sims
+        self.worst = [0.0, 0.0, 0.0]
+        self.samples = 0
+
+    def now(self) -> list[float]:
+        load = [0.0, 0.0, 0.0]
+        for i, sim in enumerate(self.sims):
+            sim._update()
+            c = sim.connector(1)
+            if c.drawing and c.current_a > 0:
+                grid = GRID[ROTATIONS[i % 3]]
+                for phase in grid[: c.phases]:
+                    load[phase] += c.current_a
+        return load
+
+    async def run(self) -> None:
+        while True:
+            load = self.now()
+            self.samples += 1
+            self.worst = [max(w, x) for w, x in zip(self.worst, load, strict=True)]
+            await asyncio.sleep(0.02)
+
+
+async def wait_until(predicate, seconds: float = 20):
+    async with asyncio.timeout(seconds):
+        while not (value := await predicate()):  # noqa: ASYNC110 - polling other processes
+            await asyncio.sleep(0.1)
+    return value
+
+
+async def states():
+    return [s async for s in ConnectorSetpoint.objects.order_by("station__charge_point_id")]
+
+
+def settled(station_index: int, stations):
+    """The car at this station has a decision, and a charging one was accepted."""
+
+    async def check():
+        state = await ConnectorSetpoint.objects.filter(station=stations[station_index]).afirst()
+        if state is None or state.decision not in ("charge", "queued"):
+            return None
+        if state.decision == "charge" and (state.accepted_current, state.accepted_phases) != (
+            state.target_current,
+            state.target_phases,
+        ):
+            return None
+        return state
+
+    return check
+
+
+@pytest.fixture
+async def fleet(portal_processes, celery_processes, line):
+    _, stations = line
+    (portal,) = portal_processes(1, **ENV)
+    workers = celery_processes(**ENV)
+    sims = [
+        SimStation(
+            s.charge_point_id,
+            f"{portal.ws_url}/ocpp/",
+            STATION_PASSWORD,
+            connectors=1,
+            meter_interval=2,
+        )
+        for s in stations
+    ]
+    await asyncio.gather(*(sim.start() for sim in sims))
+    draw = Draw(sims)
+    monitor = asyncio.create_task(draw.run())
+    try:
+        # Every station got its fail-safe and its first (0 A) lease before any car comes.
+        async def leased():
+            n = await ConnectorSetpoint.objects.filter(accepted_current__isnull=False).acount()
+            return n == N
+
+        await wait_until(leased, 30)
+        yield sims, stations, draw, [portal, *workers]
+    finally:
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
+        await asyncio.gather(*(sim.stop() for sim in sims), return_exceptions=True)
+        await sync_to_async(connections.close_all)()
+
+
+def car() -> Car:
+    return Car(battery_kwh=80, soc=10, phases=3, max_current_a=32)
+
+
+async def test_cars_share_the_line_switch_to_one_phase_queue_and_are_released(fleet):
+    sims, stations, draw, _processes = fleet
+    for i in range(16):
+        await sims[i].plug_in(1, car(), id_tag="FREEVEND")
+        state = await wait_until(settled(i, stations))
+        rows = await states()
+        charging = [r for r in rows if r.decision == "charge"]
+        if i < 5:  # 3-phase sharing while the 6 A minimums fit: 32 // (i+1) per car
+            assert state.decision == "charge" and {r.target_phases for r in charging} == {3}
+        elif i < 15:  # then everyone on 1 phase, balanced over the grid phases by rotation
+            assert state.decision == "charge" and {r.target_phases for r in charging} == {1}
+        else:  # 5 cars per grid phase at 6 A: the 16th waits
+            assert state.decision == "queued", state.reason
+            assert len(charging) == 15
+    assert draw.worst[0] <= LINE_A and draw.worst[1] <= LINE_A and draw.worst[2] <= LINE_A
+
+    # The first car leaves: the waiting car is released.
+    await sims[0].unplug(1)
+
+    async def released():
+        state = await settled(15, stations)()
+        return state if state is not None and state.decision == "charge" else None
+
+    await wait_until(released)
+
+    # Station 20's shedding inputs (IN1+IN2 wired) shed the whole group to 0 A.
+    await sims[N - 1]._request(
+        call.DataTransfer(
+            vendor_id=VENDOR_ID, message_id="Inputs", data='{"in1": true, "in2": true}'
+        )
+    )
+
+    async def shed():
+        return sum(draw.now()) == 0
+
+    await wait_until(shed)
+    assert draw.samples > 100
+    assert max(draw.worst) <= LINE_A, draw.worst
+
+
+async def test_every_station_falls_back_to_its_fail_safe_when_the_portal_is_gone(fleet):
+    sims, stations, draw, processes = fleet
+    for i in range(4):
+        await sims[i].plug_in(1, car(), id_tag="FREEVEND")
+        await wait_until(settled(i, stations))
+    assert sum(draw.now()) > 0
+    # Stop every process of the portal: the ASGI process, the worker and beat.
+    for process in processes:
+        process.stop()
+    # Once the leases (12 s) end every station offers its fail-safe: station 0 6 A, others 0.
+    await asyncio.sleep(14)
+    offered = []
+    for sim in sims[:4]:
+        sim._update()
+        offered.append(sim.connector(1).offered_a)
+    assert offered == [6.0, 0.0, 0.0, 0.0], offered
+    assert max(draw.worst) <= LINE_A
