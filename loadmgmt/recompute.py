@@ -33,7 +33,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from loadmgmt import conf, profiles, selectors
+from loadmgmt import conf, live, profiles, selectors
 from loadmgmt.engine import model as engine
 from loadmgmt.engine.allocate import allocate
 from loadmgmt.engine.transition import StepKind, plan_transition
@@ -218,7 +218,10 @@ def inputs_build(organization: Organization, now: datetime) -> Inputs:
     ]
     failure = dict(LoadGroup.objects.for_tenant(organization).values_list("pk", "failure_action"))
     station_rows = {
-        s.pk: s for s in Station.objects.filter(pk__in=settings).only("pk", "online", "name")
+        s.pk: s
+        for s in Station.objects.filter(pk__in=settings).only(
+            "pk", "online", "name", "charge_point_id"
+        )
     }
     connectors = list(
         Connector.objects.filter(station_id__in=settings).order_by("station_id", "connector_id")
@@ -438,7 +441,16 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
         _save(states.values())
     _samples_record(organization, inputs.nodes, plan, now)
     report.seconds = time.monotonic() - started
-    _push(organization_id, report)
+    summary = live.summary_build(
+        organization_id,
+        inputs.nodes,
+        plan,
+        states,
+        {pk: s.label for pk, s in inputs.station_rows.items()},
+        now,
+    )
+    live.summary_store(organization_id, summary)
+    _push(organization, report, summary)
     return report
 
 
@@ -512,11 +524,11 @@ def _samples_record(
     )
 
 
-def _push(organization_id: int, report: Report) -> None:
+def _push(organization: Organization, report: Report, summary: live.Summary) -> None:
     from portal.live import org_group, push
 
     push(
-        org_group(organization_id),
+        org_group(organization.pk),
         "load.changed",
         data={
             "stations": report.stations,
@@ -524,4 +536,5 @@ def _push(organization_id: int, report: Report) -> None:
             "increases": report.sent_increases,
             "held": report.increases_held,
         },
+        fragments={"load-live": live.fragment(organization, summary)},
     )

@@ -6,6 +6,7 @@ from loadmgmt import views
 
 org_urlpatterns = [
     path("load/", views.OverviewView.as_view(), name="loadmgmt_overview"),
+    path("load/chart/", views.ChartView.as_view(), name="loadmgmt_chart"),
     path("load/nodes/add/", views.NodeEditView.as_view(), name="loadmgmt_node_add"),
     path("load/nodes/<int:pk>/", views.NodeEditView.as_view(), name="loadmgmt_node"),
     path(

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views import View
 
-from loadmgmt import selectors, services
+from loadmgmt import live, selectors, services
 from loadmgmt.forms import GroupForm, MeterForm, NodeForm, StationLimitsForm
 from loadmgmt.models import PHASE_VOLTAGE, LoadGroup, Meter, TreeNode, power_kw
 from portal.errors import DomainError
@@ -65,7 +65,17 @@ class OverviewView(LoadView):
 
     def get(self, request: HttpRequest, org: str) -> HttpResponse:
         tree = selectors.tree_for(self.organization, now=timezone.now())
-        return self.page(tree=tree)
+        summary = live.summary_get(self.organization.pk)
+        return self.page(tree=tree, live=summary, **live.chart_context(self.organization))
+
+
+class ChartView(LoadView):
+    """The chart of the last hours (refreshed by the page every minute)."""
+
+    template = "loadmgmt/_chart.html"
+
+    def get(self, request: HttpRequest, org: str) -> HttpResponse:
+        return self.page(**live.chart_context(self.organization))
 
 
 # --- nodes --------------------------------------------------------------------------------

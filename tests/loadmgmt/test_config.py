@@ -358,7 +358,7 @@ class TestPages:
             for _ in range(3):
                 LoadGroupMemberFactory(group=group)
         client = tenants.client(tenants.viewer_a)
-        with django_assert_max_num_queries(12):
+        with django_assert_max_num_queries(15):
             assert client.get("/o/alpha/load/").status_code == 200
 
     def test_manager_creates_node_and_group_with_stations(self, tenants):

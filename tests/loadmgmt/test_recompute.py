@@ -244,3 +244,38 @@ def test_configuration_change_triggers_a_recompute(
     with django_capture_on_commit_callbacks(execute=True):
         group_update(group=group, max_current=40)
     assert tenants.a.pk in tasks._due
+
+
+def test_live_view_shows_loads_setpoints_reasons_and_the_chart(tenants, group):
+    s1, s2, s3, _ = stations_of(group)
+    arrive(s1)
+    arrive(s2)
+    limits = s3.load_limits
+    limits.shedding_inputs = "in2"
+    limits.save()
+    recompute(tenants.a.pk)
+    html = tenants.client(tenants.viewer_a).get("/o/alpha/load/").content.decode()
+    assert 'id="load-live"' in html and 'id="load-chart"' in html
+    assert "16 A × 3" in html  # each car's setpoint, with its power
+    assert "11.0 kW" in html
+    assert "<polyline" in html  # the chart has the sample just taken
+    # Shedding shows with its source and the time it began.
+    hooks.station_event(
+        StationEvent("inputs", s3.pk, tenants.a.pk, data={"in1": False, "in2": True})
+    )
+    recompute(tenants.a.pk)
+    html = tenants.client(tenants.viewer_a).get("/o/alpha/load/").content.decode()
+    assert "shed to the minimum" in html and "since" in html and s3.charge_point_id in html
+    chart = tenants.client(tenants.viewer_a).get("/o/alpha/load/chart/")
+    assert chart.status_code == 200 and b"<svg" in chart.content
+
+
+def test_recompute_pushes_the_live_fragment(tenants, group, monkeypatch):
+    pushed = []
+    monkeypatch.setattr(
+        "portal.live.push", lambda group, event, **kw: pushed.append((group, event, kw))
+    )
+    arrive(stations_of(group)[0])
+    recompute(tenants.a.pk)
+    [(_group, event, kw)] = pushed
+    assert event == "load.changed" and 'id="load-live"' in kw["fragments"]["load-live"]

@@ -1,0 +1,259 @@
+"""The live view of load management: per node and phase the load against the limit, each
+connector's setpoint, phases and reason, and a chart of the last hours.
+
+The recompute builds the summary (``summary_build``) from its plan, keeps it in the cache for
+page loads and pushes the rendered fragment to the organization's browsers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.core.cache import cache
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from loadmgmt.engine import model as engine
+from loadmgmt.models import (
+    PHASE_VOLTAGE,
+    ConnectorSetpoint,
+    LoadGroup,
+    NodeLoadSample,
+    StationInputs,
+    TreeNode,
+)
+
+CHART_HOURS = 6
+CHART_W, CHART_H = 600, 120
+PHASE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")
+
+
+def _key(organization_id: int) -> str:
+    return f"loadmgmt:live:{organization_id}"
+
+
+@dataclass
+class NodeRow:
+    key: str
+    name: str
+    kind: str  # "node" or "group"
+    depth: int
+    limit: list[float]
+    budget: list[float]
+    planned: list[int]
+    measured: list[float] | None
+    shed: str
+    shed_source: str
+    shed_since: str
+
+    @property
+    def phases(self) -> list[dict]:
+        out = []
+        for i, name in enumerate(("L1", "L2", "L3")):
+            limit = self.limit[i] or 1.0
+            out.append(
+                {
+                    "name": name,
+                    "planned": self.planned[i],
+                    "limit": self.limit[i],
+                    "budget": self.budget[i],
+                    "measured": self.measured[i] if self.measured else None,
+                    "percent": min(100, round(100 * self.planned[i] / limit)),
+                }
+            )
+        return out
+
+
+@dataclass
+class ConnectorRow:
+    station: str
+    connector_id: int
+    decision: str
+    current: int
+    phases: int
+    power_kw: float
+    accepted: str
+    reason: str
+    unresponsive: bool
+
+
+@dataclass
+class Summary:
+    time: str
+    nodes: list[NodeRow] = field(default_factory=list)
+    connectors: list[ConnectorRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def summary_build(
+    organization_id: int,
+    nodes: list[engine.Node],
+    plan: engine.Plan,
+    states: dict[str, ConnectorSetpoint],
+    station_labels: dict[int, str],
+    now: datetime,
+) -> Summary:
+    parents = {n.id: n.parent for n in nodes}
+
+    def depth(node_id: str) -> int:
+        d, p = 0, parents.get(node_id)
+        while p is not None:
+            d, p = d + 1, parents.get(p)
+        return d
+
+    since = _shed_since(organization_id)
+    order = _tree_order(nodes)
+    summary = Summary(time=timezone.localtime(now).strftime("%H:%M:%S"))
+    for node in order:
+        load = plan.nodes.get(node.id)
+        if load is None:
+            continue
+        summary.nodes.append(
+            NodeRow(
+                key=node.id,
+                name=node.label,
+                kind="group" if node.id.startswith("g") else "node",
+                depth=depth(node.id),
+                limit=list(node.limit),
+                budget=[round(x, 1) for x in load.budget],
+                planned=list(load.planned),
+                measured=[round(x, 1) for x in node.measured] if node.measured else None,
+                shed=node.shed.value,
+                shed_source=node.shed_source,
+                shed_since=since.get(node.id, ""),
+            )
+        )
+    for _sid, state in sorted(states.items(), key=lambda kv: (kv[1].station_id, kv[0])):
+        accepted = (
+            f"{state.accepted_current} A × {state.accepted_phases}"
+            if state.accepted_current is not None
+            else "–"
+        )
+        summary.connectors.append(
+            ConnectorRow(
+                station=station_labels.get(state.station_id, str(state.station_id)),
+                connector_id=state.connector_id,
+                decision=state.decision,
+                current=state.target_current,
+                phases=state.target_phases,
+                power_kw=round(
+                    state.target_current * state.target_phases * PHASE_VOLTAGE / 1000, 1
+                ),
+                accepted=accepted,
+                reason=state.reason,
+                unresponsive=state.unresponsive_since is not None,
+            )
+        )
+    summary.warnings = list(plan.warnings)
+    return summary
+
+
+def _tree_order(nodes: list[engine.Node]) -> list[engine.Node]:
+    children: dict[str | None, list[engine.Node]] = {}
+    for n in nodes:
+        children.setdefault(n.parent, []).append(n)
+    out: list[engine.Node] = []
+
+    def walk(parent: str | None) -> None:
+        for n in sorted(children.get(parent, []), key=lambda n: (n.id[0] != "n", n.label)):
+            out.append(n)
+            walk(n.id)
+
+    walk(None)
+    return out
+
+
+def _shed_since(organization_id: int) -> dict[str, str]:
+    """When each shed node or group began shedding (cloud signal or a station's inputs)."""
+    out: dict[str, str] = {}
+    for pk, since in (
+        TreeNode.objects.filter(organization_id=organization_id, shed_since__isnull=False)
+        .exclude(shed_signal="none")
+        .values_list("pk", "shed_since")
+    ):
+        out[f"n{pk}"] = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S")
+    for group_id, since in StationInputs.objects.filter(
+        station__load_group_member__group__organization_id=organization_id
+    ).values_list("station__load_group_member__group_id", "since"):
+        key = f"g{group_id}"
+        text = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S")
+        out[key] = min(out.get(key, text), text)
+    return out
+
+
+def chart(organization_id: int, now: datetime | None = None) -> list[dict]:
+    """Per node: SVG polylines of the planned load per phase and the limit, last hours."""
+    now = now or timezone.now()
+    start = now - timedelta(hours=CHART_HOURS)
+    samples = NodeLoadSample.objects.filter(organization_id=organization_id, time__gte=start)
+    by_node: dict[str, list[NodeLoadSample]] = {}
+    for s in samples.order_by("time").only("node_key", "time", "planned", "limit"):
+        by_node.setdefault(s.node_key, []).append(s)
+    names = {
+        f"n{pk}": name
+        for pk, name in TreeNode.objects.filter(organization_id=organization_id).values_list(
+            "pk", "name"
+        )
+    }
+    names.update(
+        {
+            f"g{pk}": name
+            for pk, name in LoadGroup.objects.filter(organization_id=organization_id).values_list(
+                "pk", "name"
+            )
+        }
+    )
+    span = (now - start).total_seconds()
+    out = []
+    for key, rows in sorted(by_node.items(), key=lambda kv: names.get(kv[0], kv[0])):
+        top = max(max(max(r.limit), max(r.planned)) for r in rows) or 1.0
+
+        def x(t: datetime) -> float:
+            return round((t - start).total_seconds() / span * CHART_W, 1)
+
+        def y(v: float, top: float = top) -> float:
+            return round(CHART_H - v / top * (CHART_H - 10), 1)
+
+        lines = [
+            {
+                "colour": PHASE_COLOURS[p],
+                "points": " ".join(f"{x(r.time)},{y(r.planned[p])}" for r in rows),
+                "name": f"L{p + 1}",
+            }
+            for p in range(3)
+        ]
+        limit = " ".join(f"{x(r.time)},{y(max(r.limit))}" for r in rows)
+        out.append(
+            {
+                "key": key,
+                "name": names.get(key, key),
+                "lines": lines,
+                "limit": limit,
+                "top": round(top),
+            }
+        )
+    return out
+
+
+def summary_store(organization_id: int, summary: Summary) -> None:
+    cache.set(_key(organization_id), summary, timeout=24 * 3600)
+
+
+def summary_get(organization_id: int) -> Summary | None:
+    return cache.get(_key(organization_id))
+
+
+def fragment(organization, summary: Summary | None) -> str:
+    """The live part of the page (pushed after every recompute)."""
+    return render_to_string("loadmgmt/_live.html", {"organization": organization, "live": summary})
+
+
+def chart_context(organization) -> dict:
+    return {
+        "organization": organization,
+        "charts": chart(organization.pk),
+        "chart_w": CHART_W,
+        "chart_h": CHART_H,
+        "chart_hours": CHART_HOURS,
+    }
