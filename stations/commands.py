@@ -11,6 +11,7 @@ commands nobody claimed as ``offline``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
@@ -211,6 +212,10 @@ def command_finish(
         status=status, response=response, error=error[:255], finished_at=now
     )
     command = StationCommand.objects.select_related("station__organization").get(pk=command_id)
+    if command.action == "SetChargingProfile" and command.requested_by_id is None:
+        # Load management's setpoints (many per minute): its own view shows them; rendering
+        # the station's command log for each would cost more than the command itself.
+        return {}
     if updated and command.action == "ChangeConfiguration":
         key, value = command.payload.get("key"), command.payload.get("value")
         applied = status == CommandStatus.ACCEPTED
@@ -253,8 +258,22 @@ def commands_send_bulk(
     pending = [(c.station_id, c.pk) for c in commands if c.status == CommandStatus.PENDING]
 
     def deliver() -> None:
-        for station_id, command_id in pending:
-            _notify(station_id, command_id)
+        layer = get_channel_layer()
+        if layer is None:
+            return
+
+        async def send_all() -> None:
+            # Concurrently: each group_send is a few Redis round trips.
+            await asyncio.gather(
+                *(
+                    layer.group_send(
+                        station_group(station_id), {"type": "ocpp.command", "command_id": cid}
+                    )
+                    for station_id, cid in pending
+                )
+            )
+
+        async_to_sync(send_all)()
 
     if pending:
         transaction.on_commit(deliver)

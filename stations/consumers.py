@@ -41,6 +41,7 @@ from stations.models import CommandStatus
 log = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4000
+CLOSE_DELETED = 4001
 CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 CLOSE_PROTOCOL = 1002
@@ -306,7 +307,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
                 )
             return
         fragments = await db(commands.command_finish)(command_id, status, response, error)
-        await self._push("station.command", {"command": command_id, "status": status}, fragments)
+        if fragments:
+            await self._push(
+                "station.command", {"command": command_id, "status": status}, fragments
+            )
 
     # --- replacement and disconnect -------------------------------------------------------
 
@@ -316,6 +320,15 @@ class OcppConsumer(AsyncWebsocketConsumer):
         log.info("%s: replaced by a newer connection", self.ref.charge_point_id)
         self.closing = True
         await self.close(code=CLOSE_REPLACED, reason="Replaced by a newer connection.")
+        await self._teardown()
+
+    async def ocpp_deleted(self, message: dict[str, Any]) -> None:
+        """The owner deleted the station: close its socket (it reconnects to a 404)."""
+        if self.ref is None or self.closing:
+            return
+        log.info("%s: station deleted, closing", self.ref.charge_point_id)
+        self.closing = True
+        await self.close(code=CLOSE_DELETED, reason="Station deleted.")
         await self._teardown()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:

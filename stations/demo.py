@@ -43,6 +43,8 @@ def seed(context: Any) -> None:
         )
         for n in range(1, connectors + 1):
             Connector.objects.get_or_create(station=station, connector_id=n)
+        if not station.display_payload:
+            _demo_display(station, index)
     from importlib import import_module
 
     try:  # cards belong to billing; stations must not import it at module level
@@ -59,3 +61,23 @@ def seed(context: Any) -> None:
                 "blocked": False,
             },
         )
+
+
+def _demo_display(station: Station, index: int) -> None:
+    """A personalised display per demo station (stored only: the simulated station gets it
+    when the owner presses "Send again"; every demo station answers DisplayImage)."""
+    from stations import display_image
+
+    designs = list(display_image.DESIGNS)
+    if index == 1:
+        image, source = display_image.name_image(station.label), "name"
+    else:
+        key = designs[(index - 2) % len(designs)]
+        image, source = display_image.design_image(key), f"design:{key}"
+    station.display_source = source
+    station.display_payload = image.station_payload()
+    station.display_notes = list(image.notes)
+    station.display_updated_at = timezone.now()
+    station.save(
+        update_fields=["display_source", "display_payload", "display_notes", "display_updated_at"]
+    )

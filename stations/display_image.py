@@ -17,7 +17,7 @@ import io
 import warnings
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageChops, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageSequence, UnidentifiedImageError
 
 SIZE = 32
 MAX_BYTES = 200_000  # "200 kB"; decimal, so a 201 kB file is refused whichever kB is meant
@@ -231,3 +231,135 @@ def prepare_display_image(data: bytes, *, make_near_black_black: bool = False) -
     return DisplayImage(
         frames=frames, source_format=source_format, source_size=source_size, notes=notes
     )
+
+
+# --- Stock designs and the station's name -------------------------------------------------
+# Drawn in code (no image files to keep in sync): aliased shapes on a black 32×32 canvas, so
+# every pixel is a full LED colour and the background is exactly #000000 as the rule asks.
+
+YELLOW, GREEN, RED = (255, 200, 0), (0, 200, 60), (230, 20, 40)
+WHITE, CYAN = (255, 255, 255), (0, 190, 255)
+
+
+def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("RGB", (SIZE, SIZE), (0, 0, 0))
+    return image, ImageDraw.Draw(image)
+
+
+def _bolt() -> list[Image.Image]:
+    image, draw = _canvas()
+    draw.polygon([(18, 2), (7, 18), (15, 18), (12, 30), (25, 12), (17, 12), (21, 2)], fill=YELLOW)
+    return [image]
+
+
+def _plug() -> list[Image.Image]:
+    image, draw = _canvas()
+    draw.rectangle((11, 4, 13, 10), fill=WHITE)  # prongs
+    draw.rectangle((18, 4, 20, 10), fill=WHITE)
+    draw.rounded_rectangle((7, 10, 24, 20), radius=3, fill=GREEN)
+    draw.rectangle((14, 20, 17, 29), fill=GREEN)  # cable
+    return [image]
+
+
+def _battery() -> list[Image.Image]:
+    """A battery filling up, 10 steps = one second per loop at 10 frames/s."""
+    frames = []
+    for step in range(10):
+        image, draw = _canvas()
+        draw.rectangle((4, 10, 25, 22), outline=WHITE)
+        draw.rectangle((26, 13, 27, 19), fill=WHITE)
+        width = 2 * step
+        if width:
+            draw.rectangle((6, 12, 5 + width, 20), fill=GREEN if step > 2 else YELLOW)
+        frames.append(image)
+    return frames
+
+
+def _heart() -> list[Image.Image]:
+    """A heart beating: big for 3 frames, small for 2 (half a second per beat)."""
+
+    def heart(scale: float) -> Image.Image:
+        image, draw = _canvas()
+        r = round(6 * scale)
+        cx, cy = 16, 14
+        draw.ellipse((cx - 2 * r, cy - r, cx, cy + r), fill=RED)
+        draw.ellipse((cx, cy - r, cx + 2 * r, cy + r), fill=RED)
+        draw.polygon([(cx - 2 * r, cy + 1), (cx + 2 * r, cy + 1), (cx, cy + 2 * r + 2)], fill=RED)
+        return image
+
+    big, small = heart(1.0), heart(0.8)
+    return [big, big, big, small, small]
+
+
+DESIGNS: dict[str, tuple[str, object]] = {
+    "bolt": ("Lightning bolt", _bolt),
+    "plug": ("Plug", _plug),
+    "battery": ("Charging battery (animated)", _battery),
+    "heart": ("Beating heart (animated)", _heart),
+}
+
+
+def design_image(key: str) -> DisplayImage:
+    """A stock design; KeyError for an unknown key."""
+    _label, draw = DESIGNS[key]
+    return DisplayImage(frames=draw(), source_format="design", source_size=(SIZE, SIZE))
+
+
+def name_image(name: str) -> DisplayImage:
+    """The station's name: centred if it fits, else scrolling right to left at 10 frames/s
+    (at most MAX_FRAMES frames, so very long names scroll faster)."""
+    name = " ".join(name.split()) or "?"
+    font = ImageFont.load_default(size=11)
+    left, top, right, bottom = font.getbbox(name)
+    width = right - left
+    y = (SIZE - (bottom - top)) // 2 - top
+
+    def frame(x: int) -> Image.Image:
+        image, draw = _canvas()
+        draw.fontmode = "1"  # no anti-aliasing: every pixel fully on or off
+        draw.text((x - left, y), name, font=font, fill=CYAN)
+        return image
+
+    if width <= SIZE:
+        return DisplayImage(
+            frames=[frame((SIZE - width) // 2)], source_format="name", source_size=(SIZE, SIZE)
+        )
+    distance = SIZE + width
+    step = max(2, -(-distance // MAX_FRAMES))
+    frames = [frame(SIZE - offset) for offset in range(0, distance, step)]
+    # Start with the name's beginning on screen (what a still preview shows), then loop.
+    first = min(range(len(frames)), key=lambda i: abs(SIZE - i * step - 1))
+    frames = frames[first:] + frames[:first]
+    return DisplayImage(
+        frames=frames,
+        source_format="name",
+        source_size=(SIZE, SIZE),
+        notes=[f"The name is wider than the display and scrolls ({len(frames)} frames)."],
+    )
+
+
+def from_payload(payload: dict) -> DisplayImage:
+    """Back from the stored DataTransfer payload (exact: raw RGB frames) for previews."""
+    frames = [Image.frombytes("RGB", (SIZE, SIZE), base64.b64decode(f)) for f in payload["frames"]]
+    return DisplayImage(frames=frames, source_format="payload", source_size=(SIZE, SIZE))
+
+
+def payload_check(payload: object) -> str | None:
+    """Why a DisplayImage payload is malformed (None if fine): what a station checks."""
+    if not isinstance(payload, dict):
+        return "data must be a JSON object"
+    expected = {"width": SIZE, "height": SIZE, "frameMs": FRAME_MS, "format": "rgb888"}
+    for key, value in expected.items():
+        if payload.get(key) != value:
+            return f"{key} must be {value!r}"
+    frames = payload.get("frames")
+    if not isinstance(frames, list) or not 1 <= len(frames) <= MAX_FRAMES:
+        return f"frames must be a list of 1 to {MAX_FRAMES} frames"
+    for index, frame in enumerate(frames):
+        try:
+            raw = base64.b64decode(frame, validate=True)
+        except (TypeError, ValueError):
+            return f"frame {index} is not base64"
+        if len(raw) != SIZE * SIZE * 3:
+            return f"frame {index} has {len(raw)} bytes, not {SIZE * SIZE * 3}"
+    return None

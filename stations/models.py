@@ -94,6 +94,16 @@ class Station(models.Model):
         default=False,
         help_text=_("The station reads the car's identifier (needed for CarID)."),
     )
+    # Advanced settings (station page); applied over OCPP as wanted configuration.
+    modbus_tcp = models.BooleanField(
+        _("Modbus TCP"), default=False, help_text=_("The station's Modbus TCP interface.")
+    )
+    # Display personalisation: what the owner chose ("design:<key>", "name" or "upload") and
+    # the exact DataTransfer DisplayImage payload sent (raw RGB frames: lossless, re-sendable).
+    display_source = models.CharField(_("display"), max_length=40, blank=True)
+    display_payload = models.JSONField(null=True, blank=True)
+    display_notes = models.JSONField(default=list, blank=True)
+    display_updated_at = models.DateTimeField(null=True, blank=True)
     time_zone = models.CharField(
         _("time zone"),
         max_length=64,

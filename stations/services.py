@@ -10,6 +10,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
@@ -501,3 +502,310 @@ def inputs_reported(ref: StationRef, inputs: dict[str, bool], now: datetime) -> 
         organization_id=ref.organization_id,
         data={**inputs, "time": now.isoformat()},
     )
+
+
+# --- The station page: display, commands, advanced settings, deletion ----------------------
+# Each setting is wanted configuration (commands.configuration_set): stored, sent now and
+# re-sent on every boot and reconnect until the station accepts it. Vendor keys: docs/OCPP.md.
+
+if TYPE_CHECKING:
+    from portal.models import User
+    from stations.display_image import DisplayImage
+    from stations.models import StationCommand
+
+VENDOR_ID = "org.chargeportal"
+CABLE_LOCK_KEY = "UnlockConnectorOnEVSideDisconnect"
+MIN_COMMUNICATION_VERSION = (0, 0, 7)
+# Connector states with a car at the plug (OCPP 1.6 ChargePointStatus).
+CAR_PLUGGED = ("Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing")
+CARID_RECENT_DAYS = 30
+
+
+def auto_car_detection_key() -> str:
+    return conf._get("OCPP_AUTO_CAR_DETECTION_KEY", "AutoCarDetection")
+
+
+def modbus_tcp_key() -> str:
+    return conf._get("OCPP_MODBUS_TCP_KEY", "ModbusTcpEnabled")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def display_set(
+    *, station: Station, image: DisplayImage, source: str, requested_by: User | None = None
+) -> StationCommand:
+    """Store what the display shows (a ``display_image.DisplayImage``) and push it to the
+    station (DataTransfer DisplayImage); the command row carries the result."""
+    import json
+
+    from stations import commands
+
+    payload = image.station_payload()
+    with transaction.atomic():
+        station.display_source = source[:40]
+        station.display_payload = payload
+        station.display_notes = list(image.notes)
+        station.display_updated_at = timezone.now()
+        station.save(
+            update_fields=[
+                "display_source",
+                "display_payload",
+                "display_notes",
+                "display_updated_at",
+            ]
+        )
+        return commands.command_send(
+            station=station,
+            action="DataTransfer",
+            payload={
+                "vendorId": VENDOR_ID,
+                "messageId": "DisplayImage",
+                "data": json.dumps(payload, separators=(",", ":")),
+            },
+            requested_by=requested_by,
+        )
+
+
+def display_resend(*, station: Station, requested_by: User | None = None) -> StationCommand:
+    """Send the stored image again (e.g. the station was offline or replaced)."""
+    from portal.errors import DomainError
+    from stations import display_image
+
+    if not station.display_payload:
+        raise DomainError("Choose a design or upload an image first.", code="no_display_image")
+    image = display_image.from_payload(station.display_payload)
+    return display_set(
+        station=station, image=image, source=station.display_source, requested_by=requested_by
+    )
+
+
+def show_meter(
+    *, station: Station, connector_id: int, requested_by: User | None = None
+) -> StationCommand:
+    """Ask the station to show its meter register on the display (DataTransfer ShowMeter)."""
+    import json
+
+    from portal.errors import DomainError
+    from stations import commands
+
+    if not station.connectors.filter(connector_id=connector_id).exists():
+        raise DomainError(f"The station has no connector {connector_id}.", code="no_connector")
+    return commands.command_send(
+        station=station,
+        action="DataTransfer",
+        payload={
+            "vendorId": VENDOR_ID,
+            "messageId": "ShowMeter",
+            "data": json.dumps({"connectorId": connector_id, "seconds": 30}),
+        },
+        requested_by=requested_by,
+    )
+
+
+@dataclass(frozen=True)
+class RegisterReading:
+    connector_id: int
+    energy_wh: float
+    time: datetime
+    source: str  # "meter values" | "session start" | "session stop"
+
+
+def last_register_readings(station: Station) -> list[RegisterReading]:
+    """Per connector, the newest energy register the portal knows: the latest meter sample
+    with energy, or a session's meterStop/meterStart, whichever is newer."""
+    from stations.models import MeterSample
+
+    readings: dict[int, RegisterReading] = {}
+    for connector in station.connectors.all():
+        cid = connector.connector_id
+        sample = (
+            MeterSample.objects.filter(station=station, connector_id=cid, energy_wh__isnull=False)
+            .order_by("-time", "-id")
+            .only("energy_wh", "time")
+            .first()
+        )
+        if sample is not None:
+            readings[cid] = RegisterReading(cid, sample.energy_wh, sample.time, "meter values")
+        session = (
+            ChargingSession.objects.filter(station=station, connector_id=cid)
+            .order_by("-started_at", "-id")
+            .first()
+        )
+        if session is not None:
+            if session.meter_stop is not None and session.stopped_at:
+                candidate = RegisterReading(
+                    cid, float(session.meter_stop), session.stopped_at, "session stop"
+                )
+            else:
+                candidate = RegisterReading(
+                    cid, float(session.meter_start), session.started_at, "session start"
+                )
+            if cid not in readings or candidate.time > readings[cid].time:
+                readings[cid] = candidate
+    return [readings[k] for k in sorted(readings)]
+
+
+def communication_version(station: Station) -> tuple[int, ...] | None:
+    """The station's communication version, from the firmware version it reported at boot:
+    the number after ``comm`` if the string names one (``fw 2.1.0 comm 0.0.7``), else its
+    first dotted number (``0.0.7``, ``v1.4.2-pico``). None: unknown (never booted, no number).
+    """
+    import re
+
+    text = station.firmware_version or ""
+    match = re.search(r"comm\w*[\s:=_/-]*v?(\d+(?:\.\d+)+)", text, re.IGNORECASE) or re.search(
+        r"(\d+(?:\.\d+)+)", text
+    )
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def _version_text(version: tuple[int, ...]) -> str:
+    return ".".join(str(p) for p in version)
+
+
+def cable_lock_set(
+    *, station: Station, fixed: bool, requested_by: User | None = None
+) -> StationCommand:
+    """Fix the cable lock (``UnlockConnectorOnEVSideDisconnect`` = false) or release it.
+
+    Fixing is refused unless the communication version is at least 0.0.7 and no car is
+    plugged in (the lock must close on an empty plug: the car would otherwise be held)."""
+    from portal.errors import DomainError
+    from stations import commands
+
+    if fixed:
+        version = communication_version(station)
+        if version is None:
+            raise DomainError(
+                "The station's communication version is unknown (it has not reported a "
+                "firmware version yet). Fixing the cable lock needs version 0.0.7 or later; "
+                "let the station connect and try again.",
+                code="version_unknown",
+            )
+        if version < MIN_COMMUNICATION_VERSION:
+            raise DomainError(
+                f"The station's communication version is {_version_text(version)}; fixing the "
+                "cable lock needs 0.0.7 or later (stations made before 31.12.2022 may need a "
+                "firmware update).",
+                code="version_too_old",
+            )
+        plugged = list(
+            station.connectors.filter(status__in=CAR_PLUGGED).values_list("connector_id", "status")
+        )
+        if plugged:
+            which = ", ".join(f"connector {c} ({s})" for c, s in plugged)
+            raise DomainError(
+                f"A car is plugged in ({which}). Unplug the car, leave the cable in the "
+                "station, then fix the cable lock.",
+                code="car_plugged",
+            )
+    return commands.configuration_set(
+        station=station, key=CABLE_LOCK_KEY, value=_bool(not fixed), requested_by=requested_by
+    )
+
+
+def carid_in_use(station: Station, now: datetime | None = None) -> str:
+    """Why switching auto car detection off would break CarID (empty: it would not).
+
+    Rule (docs/OCPP.md): CarID is in use at a station when, in the last 30 days, a session
+    there started with an identifier that is a registered vehicle's CarID, or when the
+    station is in backend mode and a driver who charged there has a vehicle registered.
+    Vehicles belong to billing: looked up by app label, never imported."""
+    from django.apps import apps
+
+    from stations.models import AuthMode
+
+    try:
+        vehicle_model = apps.get_model("billing", "Vehicle")
+    except LookupError:  # pragma: no cover - billing not installed
+        return ""
+    now = now or timezone.now()
+    recent_tags = ChargingSession.objects.filter(
+        station=station, started_at__gte=now - timedelta(days=CARID_RECENT_DAYS)
+    ).values("id_tag")
+    if vehicle_model.objects.filter(car_id__in=recent_tags).exists():
+        return (
+            f"cars identified themselves by CarID at this station in the last "
+            f"{CARID_RECENT_DAYS} days"
+        )
+    if station.auth_mode == AuthMode.BACKEND:
+        drivers = ChargingSession.objects.filter(station=station, user_id_ref__isnull=False).values(
+            "user_id_ref"
+        )
+        if vehicle_model.objects.filter(user_id__in=drivers).exists():
+            return "drivers who charge here have vehicles registered for CarID"
+    return ""
+
+
+def auto_car_detection_set(
+    *, station: Station, enabled: bool, confirmed: bool = False, requested_by: User | None = None
+) -> StationCommand:
+    """Switch the station's communication with the car (needed for CarID). Switching it off
+    while CarID is in use needs ``confirmed`` (the page asks); nothing changes otherwise."""
+    from portal.errors import DomainError
+    from stations import commands
+
+    if not enabled and not confirmed and (reason := carid_in_use(station)):
+        raise DomainError(
+            f"CarID is in use: {reason}. Without auto car detection those cars are no longer "
+            "recognised and need a card or the app. Confirm to switch it off anyway.",
+            code="carid_in_use",
+        )
+    with transaction.atomic():
+        station.auto_car_detection = enabled
+        station.save(update_fields=["auto_car_detection"])
+        return commands.configuration_set(
+            station=station,
+            key=auto_car_detection_key(),
+            value=_bool(enabled),
+            requested_by=requested_by,
+        )
+
+
+def modbus_tcp_set(
+    *, station: Station, enabled: bool, requested_by: User | None = None
+) -> StationCommand:
+    from stations import commands
+
+    with transaction.atomic():
+        station.modbus_tcp = enabled
+        station.save(update_fields=["modbus_tcp"])
+        return commands.configuration_set(
+            station=station, key=modbus_tcp_key(), value=_bool(enabled), requested_by=requested_by
+        )
+
+
+def station_delete_confirmed(*, station: Station, typed_name: str) -> None:
+    """Delete the station and all its data once the owner typed its name; then the
+    connection holding its socket (any process) closes it. Issued invoices keep their lines
+    (billing copies the station's name; the session link is cleared)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from portal.errors import DomainError
+    from stations import commands
+
+    expected = station.label
+    if typed_name.strip() != expected:
+        raise DomainError(
+            f"Type the station's name exactly ({expected}) to delete it.", code="name_mismatch"
+        )
+    station_id, organization = station.pk, station.organization
+    with transaction.atomic():
+        station.delete()
+
+    def disconnect() -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(
+                commands.station_group(station_id), {"type": "ocpp.deleted"}
+            )
+        from portal.live import org_group, push
+
+        push(org_group(organization.pk), "station.deleted", data={"station": station_id})
+
+    transaction.on_commit(disconnect)

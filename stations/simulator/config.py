@@ -23,6 +23,9 @@ def default_config(connectors: int, *, switch_3to1: bool) -> dict[str, Key]:
     return {
         "AllowOfflineTxForUnknownId": Key("false", kind="bool"),
         "AuthorizationCacheEnabled": Key("false", kind="bool"),
+        # The portal's vendor keys (docs/OCPP.md, "Vendor id and keys").
+        "AutoCarDetection": Key("false", kind="bool"),
+        "ModbusTcpEnabled": Key("false", kind="bool"),
         "AuthorizationKey": Key("", kind="str", hidden=True),
         "AuthorizeRemoteTxRequests": Key("false", kind="bool"),
         "ChargeProfileMaxStackLevel": Key("8", readonly=True, kind="int"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import math
 import random
@@ -44,6 +45,8 @@ from .config import check_value, default_config
 from .profiles import CP_MAX, TX, VOLTS, Profile, ProfileStore
 
 log = logging.getLogger(__name__)
+
+PORTAL_VENDOR_ID = "org.chargeportal"  # the portal's DataTransfer messages (docs/OCPP.md)
 
 AVAILABLE = "Available"
 PREPARING = "Preparing"
@@ -237,6 +240,9 @@ class _Client(OcppChargePoint):
     def on_data_transfer(
         self, vendor_id: str, message_id: str | None = None, data: str | None = None
     ):
+        if vendor_id == PORTAL_VENDOR_ID:
+            status, answer = self.station._portal_data_transfer(message_id, data)
+            return result.DataTransfer(status=status, data=answer)
         if vendor_id != self.station.vendor:
             return result.DataTransfer(status="UnknownVendorId")
         if message_id == "ping":
@@ -312,6 +318,8 @@ class SimStation:
         self.resets = 0
         self.boots = 0
         self.received: list[str] = []  # actions the central system sent, in order
+        self.display_frames: list[bytes] = []  # the last DisplayImage, raw RGB888 frames
+        self.display_meter: tuple[int, int] | None = None  # (connector, Wh) last ShowMeter
 
         self._outbox: deque[_Outgoing] = deque()
         self._outbox_event = asyncio.Event()
@@ -1135,6 +1143,31 @@ class SimStation:
             c.finishing = False  # after a reboot a plugged car is simply Preparing
         self._update()
         self._refresh()
+
+    def _portal_data_transfer(self, message_id: str | None, data: str | None) -> tuple[str, str]:
+        """The portal's vendor messages (docs/OCPP.md): (status, data of the answer)."""
+        self.received.append(f"DataTransfer:{message_id}")
+        try:
+            value = json.loads(data or "")
+        except ValueError:
+            return "Rejected", "data is not JSON"
+        if message_id == "DisplayImage":
+            from stations.display_image import payload_check
+
+            problem = payload_check(value)
+            if problem is not None:
+                return "Rejected", problem
+            self.display_frames = [base64.b64decode(f) for f in value["frames"]]
+            return ACCEPTED, ""
+        if message_id == "ShowMeter":
+            connector_id = value.get("connectorId") if isinstance(value, dict) else None
+            if not isinstance(connector_id, int) or not 1 <= connector_id <= len(self.connectors):
+                return "Rejected", "unknown connectorId"
+            self._update()
+            register = self.connectors[connector_id - 1].energy_register_wh
+            self.display_meter = (connector_id, register)
+            return ACCEPTED, json.dumps({"connectorId": connector_id, "energyWh": register})
+        return "UnknownMessageId", ""
 
     def _change_config(self, key: str, value: str) -> str:
         self.received.append("ChangeConfiguration")
