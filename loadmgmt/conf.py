@@ -30,8 +30,9 @@ def lease_seconds() -> float:
 
 
 def debounce_seconds() -> float:
-    """Events within this time give one recompute."""
-    return _get("LOADMGMT_DEBOUNCE_SECONDS", 0.05)
+    """Wait this long before a triggered recompute, to merge more events into it (events that
+    arrive before the worker starts it are merged anyway; below 0.1 s: no wait)."""
+    return _get("LOADMGMT_DEBOUNCE_SECONDS", 0.0)
 
 
 def ack_wait_seconds() -> float:

@@ -50,7 +50,13 @@ def recompute_soon(organization_id: int) -> None:
             _due.add(organization_id)
         return
     if cache.add(_scheduled_key(organization_id), 1, timeout=30):
-        loadmgmt_recompute.apply_async((organization_id,), countdown=conf.debounce_seconds())
+        # Events until the worker picks the task up are merged into it (the key stays set
+        # until then). A countdown would cost up to the worker's timer precision (1 s) for
+        # nothing but a wider merge window, so only a configured debounce uses one.
+        debounce = conf.debounce_seconds()
+        loadmgmt_recompute.apply_async(
+            (organization_id,), countdown=debounce if debounce >= 0.1 else None
+        )
 
 
 def recompute_locked(organization_id: int):

@@ -161,6 +161,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "Europe/Zurich"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# ETA tasks (retries a moment later) are checked this often; Celery's default is 1 s.
+CELERY_WORKER_TIMER_PRECISION = 0.1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Without a broker the beat schedule (portal/schedule.py) runs in a thread of the ASGI process.
 PERIODIC_IN_PROCESS = env_bool("PERIODIC_IN_PROCESS", not REDIS_URL)

@@ -14,6 +14,7 @@ from ocpp.v16 import call
 
 from loadmgmt.models import ConnectorSetpoint, StationLimits
 from stations.conf import VENDOR_ID
+from stations.models import StationCommand
 from stations.simulator import Car, SimStation
 from tests.loadmgmt.factories import LoadGroupFactory
 from tests.stations.factories import STATION_PASSWORD, StationFactory
@@ -126,10 +127,15 @@ async def fleet(portal_processes, celery_processes, line):
     draw = Draw(sims)
     monitor = asyncio.create_task(draw.run())
     try:
-        # Every station got its fail-safe and its first (0 A) lease before any car comes.
+        # Every station accepted its fail-safe profile and was planned before any car comes.
         async def leased():
-            n = await ConnectorSetpoint.objects.filter(accepted_current__isnull=False).acount()
-            return n == N
+            safe = await StationCommand.objects.filter(
+                action="SetChargingProfile",
+                status="accepted",
+                payload__csChargingProfiles__stackLevel=0,
+            ).acount()
+            planned = await ConnectorSetpoint.objects.exclude(decision="").acount()
+            return safe == N and planned == N
 
         await wait_until(leased, 30)
         yield sims, stations, draw, [portal, *workers]
