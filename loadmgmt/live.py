@@ -25,6 +25,10 @@ from loadmgmt.models import (
 )
 
 CHART_HOURS = 6
+# The live table shows this many connectors (those that need attention first) and nodes; a
+# site with thousands of stations is read through its nodes, not row by row.
+MAX_CONNECTOR_ROWS = 200
+MAX_NODE_ROWS = 150
 CHART_W, CHART_H = 600, 120
 PHASE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")
 
@@ -84,6 +88,8 @@ class Summary:
     nodes: list[NodeRow] = field(default_factory=list)
     connectors: list[ConnectorRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    more_connectors: int = 0
+    more_nodes: int = 0
 
 
 def summary_build(
@@ -124,7 +130,21 @@ def summary_build(
                 shed_since=since.get(node.id, ""),
             )
         )
-    for _sid, state in sorted(states.items(), key=lambda kv: (kv[1].station_id, kv[0])):
+    # Not answering first, then charging and waiting cars, then the rest.
+    rank = {"offline": 1, "charge": 2, "queued": 2, "shed": 3, "reserved": 3}
+    ordered = sorted(
+        states.values(),
+        key=lambda st: (
+            0 if st.unresponsive_since is not None else rank.get(st.decision, 4),
+            st.station_id,
+            st.connector_id,
+        ),
+    )
+    summary.more_connectors = max(0, len(ordered) - MAX_CONNECTOR_ROWS)
+    if len(summary.nodes) > MAX_NODE_ROWS:
+        summary.more_nodes = len(summary.nodes) - MAX_NODE_ROWS
+        summary.nodes = summary.nodes[:MAX_NODE_ROWS]
+    for state in ordered[:MAX_CONNECTOR_ROWS]:
         accepted = (
             f"{state.accepted_current} A × {state.accepted_phases}"
             if state.accepted_current is not None

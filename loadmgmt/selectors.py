@@ -232,26 +232,46 @@ def engine_nodes(organization: Organization, *, now: datetime) -> list[engine.No
 
 def engine_station_settings(organization: Organization) -> dict[int, dict]:
     """Per grouped station (by pk), the engine ``Station`` keyword arguments from its
-    configuration: parent, rotation, limits, phase switching, fail-safe, priority."""
-    members = LoadGroupMember.objects.filter(group__organization=organization)
+    configuration: parent, rotation, limits, phase switching, fail-safe, priority.
+
+    Plain rows (no model instances): the recompute calls this for every station of an
+    organization on every cycle."""
+    members = LoadGroupMember.objects.filter(group__organization=organization).values_list(
+        "station_id", "group_id"
+    )
+    fields = (
+        "station_id",
+        "phase_rotation",
+        "min_current",
+        "max_current",
+        "installer_max",
+        "can_switch_phases",
+        "fail_safe_current",
+        "priority",
+    )
     limits = {
-        lim.station_id: lim
-        for lim in StationLimits.objects.for_tenant(organization).filter(
-            station__load_group_member__isnull=False
-        )
+        row[0]: row
+        for row in StationLimits.objects.for_tenant(organization)
+        .filter(station__load_group_member__isnull=False)
+        .values_list(*fields)
     }
+    default = StationLimits()
+    fallback = (None, *(getattr(default, f) for f in fields[1:]))
+    rotations = {value: PhaseRotation.to_engine(value) for value in PhaseRotation.values}
     out: dict[int, dict] = {}
-    for member in members:
-        lim = limits.get(member.station_id) or StationLimits()
-        out[member.station_id] = {
-            "parent": f"g{member.group_id}",
-            "rotation": PhaseRotation.to_engine(lim.phase_rotation),
-            "min_current": lim.min_current,
-            "max_current": lim.max_current,
-            "installer_max": lim.installer_max,
-            "can_switch_phases": lim.can_switch_phases,
-            "fail_safe_current": lim.fail_safe_current,
-            "priority": lim.priority,
+    for station_id, group_id in members:
+        _, rotation, low, high, installer, switch, fail_safe, priority = limits.get(
+            station_id, fallback
+        )
+        out[station_id] = {
+            "parent": f"g{group_id}",
+            "rotation": rotations[rotation],
+            "min_current": low,
+            "max_current": high,
+            "installer_max": installer,
+            "can_switch_phases": switch,
+            "fail_safe_current": fail_safe,
+            "priority": priority,
         }
     return out
 
