@@ -4,8 +4,8 @@
   (Redis) a Celery task is scheduled a moment later; on the embedded default the organization
   is marked due and the in-process beat (``loadmgmt-due``, every second) runs it.
 * ``recompute_locked(org)``: one recompute per organization at a time (a cache lock, Redis in
-  production); an event that arrives while one runs marks the organization due again, so the
-  change is never lost.
+  production); an event that arrives while one runs marks the organization dirty and the
+  running one goes again at once, so the change is never lost and waits for no timer.
 * ``loadmgmt_cycle``: every ``LOADMGMT_CYCLE_SECONDS`` every organization with groups is
   recomputed (leases renewed, stale meters noticed) even without events.
 """
@@ -43,15 +43,25 @@ def _eager() -> bool:
     return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
 
 
+def _dirty_key(organization_id: int) -> str:
+    return f"loadmgmt:dirty:{organization_id}"
+
+
 def recompute_soon(organization_id: int) -> None:
     """Ask for a recompute of the organization (cheap: called on the OCPP path)."""
     if _eager():
         with _due_lock:
             _due.add(organization_id)
         return
+    # "Something changed": a recompute running now sees it and runs once more.
+    cache.set(_dirty_key(organization_id), 1, timeout=LOCK_SECONDS)
+    _schedule(organization_id)
+
+
+def _schedule(organization_id: int) -> None:
     if cache.add(_scheduled_key(organization_id), 1, timeout=30):
         # Events until the worker picks the task up are merged into it (the key stays set
-        # until then). A countdown would cost up to the worker's timer precision (1 s) for
+        # until then). A countdown would cost up to the worker's timer precision for
         # nothing but a wider merge window, so only a configured debounce uses one.
         debounce = conf.debounce_seconds()
         loadmgmt_recompute.apply_async(
@@ -59,25 +69,36 @@ def recompute_soon(organization_id: int) -> None:
         )
 
 
+MAX_RERUNS = 5
+
+
 def recompute_locked(organization_id: int):
-    """Recompute unless another worker is at it (then it is marked to run again)."""
+    """Recompute unless another worker is at it; the one holding the lock runs again at
+    once while changes keep coming (up to MAX_RERUNS times, then the next trigger or cycle
+    takes over), so an event during a recompute waits for no timer."""
     from loadmgmt.recompute import recompute
 
     token = uuid.uuid4().hex
-    if not cache.add(_lock_key(organization_id), token, timeout=LOCK_SECONDS):
+    lock = _lock_key(organization_id)
+    if not cache.add(lock, token, timeout=LOCK_SECONDS):
         if _eager():
             with _due_lock:
                 _due.add(organization_id)
-        else:
-            cache.delete(_scheduled_key(organization_id))
-            if cache.add(_scheduled_key(organization_id), 1, timeout=30):
-                loadmgmt_recompute.apply_async((organization_id,), countdown=0.2)
-        return None
+        return None  # the holder sees the dirty mark and runs again
+    report = None
     try:
-        return recompute(organization_id)
+        for _ in range(1 + MAX_RERUNS):
+            cache.delete(_dirty_key(organization_id))
+            report = recompute(organization_id)
+            if _eager() or not cache.get(_dirty_key(organization_id)):
+                break
     finally:
-        if cache.get(_lock_key(organization_id)) == token:
-            cache.delete(_lock_key(organization_id))
+        if cache.get(lock) == token:
+            cache.delete(lock)
+    # A change that came after the last look and found the lock still held: run for it.
+    if not _eager() and cache.get(_dirty_key(organization_id)):
+        _schedule(organization_id)
+    return report
 
 
 @shared_task

@@ -279,3 +279,32 @@ def test_recompute_pushes_the_live_fragment(tenants, group, monkeypatch):
     recompute(tenants.a.pk)
     [(_group, event, kw)] = pushed
     assert event == "load.changed" and 'id="load-live"' in kw["fragments"]["load-live"]
+
+
+def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
+    tenants, settings, monkeypatch
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    scheduled = []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
+    )
+    runs = []
+
+    def fake_recompute(organization_id):
+        runs.append(organization_id)
+        if len(runs) == 1:  # an event arrives while the first run works
+            tasks.recompute_soon(organization_id)
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", fake_recompute)
+    for _ in range(10):  # a burst: one task scheduled
+        tasks.recompute_soon(tenants.a.pk)
+    assert scheduled == [(tenants.a.pk,)]
+    tasks.loadmgmt_recompute(tenants.a.pk)
+    assert runs == [tenants.a.pk, tenants.a.pk]  # again at once, not via a new task
+    assert not cache.get(tasks._lock_key(tenants.a.pk))
+    # Another worker holding the lock: this one leaves, the holder runs for the change.
+    cache.add(tasks._lock_key(tenants.a.pk), "other", timeout=60)
+    tasks.recompute_soon(tenants.a.pk)
+    assert tasks.recompute_locked(tenants.a.pk) is None and len(runs) == 2
+    assert cache.get(tasks._dirty_key(tenants.a.pk))
