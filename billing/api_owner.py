@@ -57,9 +57,11 @@ class OwnerImportOut(serializers.Serializer):
 
 
 class OwnerImportRefusedOut(serializers.Serializer):
-    error = serializers.CharField(help_text="invalid_csv")
-    detail = serializers.CharField()
-    errors = OwnerImportErrorRow(many=True)
+    error = serializers.CharField(help_text="invalid_csv, or invalid (a malformed request)")
+    # A refused CSV says why in a sentence; a malformed request (neither file nor csv, a
+    # non-file upload) gets the API's usual field errors: {"csv": ["..."], ...}.
+    detail = serializers.JSONField(help_text="A sentence, or field errors (invalid).")
+    errors = OwnerImportErrorRow(many=True, required=False, help_text="Only with invalid_csv.")
 
 
 def import_data(request: Any) -> bytes | str:

@@ -42,7 +42,7 @@ from stations.models import Station
 
 
 class NodeOut(serializers.ModelSerializer):
-    meter = serializers.PrimaryKeyRelatedField(read_only=True)
+    meter = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)  # none yet
     stale = serializers.SerializerMethodField()
 
     class Meta:
@@ -178,8 +178,9 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, WriteMixin,
 
     @extend_schema(request=GroupIn, responses=GroupOut)
     def update(self, request, *args, **kwargs):
+        group = self.get_object()  # another tenant's id: 404 before the body is read
         data = self.read_input(GroupIn, partial=kwargs.get("partial", False))
-        group = services.group_update(group=self.get_object(), **data)
+        group = services.group_update(group=group, **data)
         return Response(GroupOut(group).data)
 
     @extend_schema(request=GroupIn, responses=GroupOut)

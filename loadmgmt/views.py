@@ -234,6 +234,7 @@ class MeterTokenView(MeterAddView):
     """A new token for an existing meter (owners); the old one stops working at once."""
 
     def get(self, request: HttpRequest, org: str, pk: int) -> HttpResponse:  # type: ignore[override]
+        self.tenant_get(Meter, pk)  # another tenant's (or no) meter: 404, as everywhere
         return self.overview()
 
     def post(self, request: HttpRequest, org: str, pk: int) -> HttpResponse:  # type: ignore[override]

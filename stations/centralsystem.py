@@ -14,6 +14,7 @@ unknown action (not in OCPP 1.6)                        NotImplemented
 schema: wrong JSON type, string too long                TypeConstraintViolation
 schema: required field missing                          OccurenceConstraintViolation
 schema: value not allowed (enum, bounds), bad timestamp PropertyConstraintViolation
+unstorable: NUL, lone surrogate, beyond 64 bits/10^15   PropertyConstraintViolation
 schema: unknown field, anything else                    FormationViolation
 handler failure (a bug, the database down)              InternalError
 =====================================================  =============================
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,6 +35,12 @@ from typing import Any
 from django.utils import timezone
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from jsonschema.exceptions import best_match
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
 from ocpp.exceptions import (
     FormationViolationError,
     InternalError,
@@ -60,6 +68,64 @@ log = logging.getLogger(__name__)
 _UNIQUE_ID = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
 
 _V16_ACTIONS = {a.value for a in Action}
+# What the database columns hold: integers of any size are valid JSON and pass the schemas
+# ("type": "integer"), but beyond 64 bits they fail inside the query (InternalError), and in
+# the shared meter batch they would fail every station's samples. Meter readings (Wh, W, A)
+# beyond 10^15 are nonsense and would overflow the session's energy once rounded.
+_INT64 = 2**63 - 1
+_INT32 = 2**31 - 1
+_MAX_READING = 1e15
+_MAX_UNANSWERED_RESULTS = 8
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a schema-valid payload cannot be stored as it is, or None.
+
+    NUL characters (PostgreSQL text refuses them), lone surrogates (``"\\ud800"`` is valid
+    JSON but no UTF-8), integers beyond 64 bits and infinite numbers (``1e999``)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            if problem := _unstorable(item):
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            if problem := _unstorable(item):
+                return problem
+    elif isinstance(value, str):
+        if "\x00" in value:
+            return "Strings must not contain NUL characters."
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "Strings must be valid Unicode (no lone surrogates)."
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        if not -_INT64 <= value <= _INT64:
+            return "Integers must fit in 64 bits."
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "Numbers must be finite."
+    return None
+
+
+def _check_reading(name: str, value: int) -> None:
+    if not 0 <= value <= _MAX_READING:
+        raise PropertyConstraintViolationError(
+            details={"cause": f"{name} must be a meter reading in Wh, 0..10^15."}
+        )
+
+
+def _check_samples(samples: list[dict[str, Any]]) -> None:
+    """Readings the batch writer can store: finite and within 10^15 (checked here because
+    one bad sample would fail the whole batch, shared by every station of the process)."""
+    for sample in samples:
+        for key, value in sample.items():
+            if isinstance(value, float) and not (
+                math.isfinite(value) and abs(value) <= _MAX_READING
+            ):
+                raise PropertyConstraintViolationError(
+                    details={"cause": f"sampledValue {key} {value!r} is out of range."}
+                )
 
 
 def parse_time(value: str) -> datetime:
@@ -120,7 +186,7 @@ class CentralSystem(V16ChargePoint):
     async def route_message(self, raw_msg: str) -> None:
         try:
             msg = json.loads(raw_msg)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             match = _UNIQUE_ID.match(raw_msg)
             await self.call_error(
                 match.group(1) if match else "-1",
@@ -142,9 +208,9 @@ class CentralSystem(V16ChargePoint):
         if type_id == MessageType.Call:
             await self._route_call(msg, unique_id)
         elif type_id == MessageType.CallResult and len(msg) == 3:
-            self._response_queue.put_nowait(CallResult(unique_id, msg[2]))
+            self._queue_response(CallResult(unique_id, msg[2]))
         elif type_id == MessageType.CallError and len(msg) == 5:
-            self._response_queue.put_nowait(CallError(unique_id, *msg[2:]))
+            self._queue_response(CallError(unique_id, *msg[2:]))
         else:
             await self.call_error(
                 unique_id,
@@ -155,6 +221,19 @@ class CentralSystem(V16ChargePoint):
                     }
                 ),
             )
+
+    def _queue_response(self, response: CallResult | CallError) -> None:
+        """Hand an answer to the waiting ``call()``. Answers nobody waits for are dropped
+        (OCPP-J: ignore them): queued, they would pile up until our next call, which reads
+        them one by one recursively in the library (a RecursionError after ~1,000)."""
+        if not self._call_lock.locked() or (
+            self._response_queue.qsize() >= _MAX_UNANSWERED_RESULTS
+        ):
+            log.debug(
+                "%s: dropped an answer to no call (%.40r)", self.ref.charge_point_id, response
+            )
+            return
+        self._response_queue.put_nowait(response)
 
     async def _route_call(self, msg: list, unique_id: str) -> None:
         if len(msg) != 4 or not isinstance(msg[2], str) or not isinstance(msg[3], dict):
@@ -188,12 +267,35 @@ class CentralSystem(V16ChargePoint):
         if error is not None:
             await self.call_error(unique_id, schema_error(error))
             return
+        if problem := _unstorable(payload):
+            await self.call_error(
+                unique_id, PropertyConstraintViolationError(details={"cause": problem})
+            )
+            return
         await self.on_event("message", {"action": action})
         if action == "MeterValues":
             await self._meter_values_fast(unique_id, payload)
             return
         # Schema already checked: the handlers are registered with skip_schema_validation.
         await self._handle_call(Call(unique_id, action, payload))
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The library's ``_handle_call`` without its traceback for every refusal: it logs
+        ``exception`` for any error a handler raises, so a station sending connector 500
+        would fill the log with tracebacks. OCPP errors are answers; anything else is ours
+        (InternalError, logged with its traceback)."""
+        handler = self.route_map[msg.action]["_on_action"]
+        try:
+            response = await handler(**camel_to_snake_case(msg.payload))
+        except OCPPError as exc:
+            await self.call_error(msg.unique_id, exc)
+            return
+        except Exception:
+            log.exception("%s: %s failed", self.ref.charge_point_id, msg.action)
+            await self.call_error(msg.unique_id, InternalError(details={"cause": msg.action}))
+            return
+        payload = snake_to_camel_case(remove_nones(serialize_as_dict(response)))
+        await self._send(msg.create_call_result(payload).to_json())
 
     async def _meter_values_fast(self, unique_id: str, payload: dict) -> None:
         """MeterValues are most of a fleet's frames. The library would first convert every
@@ -293,6 +395,11 @@ class CentralSystem(V16ChargePoint):
             raise PropertyConstraintViolationError(
                 details={"cause": "connectorId must be 1..99 for a transaction."}
             )
+        _check_reading("meterStart", meter_start)
+        if reservation_id is not None and not -_INT32 <= reservation_id <= _INT32:
+            raise PropertyConstraintViolationError(
+                details={"cause": "reservationId must fit in 32 bits."}
+            )
         ts = parse_time(timestamp)
         result = await db(services.start_transaction)(
             self.ref,
@@ -327,6 +434,7 @@ class CentralSystem(V16ChargePoint):
         id_tag: str | None = None,
         transaction_data: list | None = None,
     ) -> call_result.StopTransaction:
+        _check_reading("meterStop", meter_stop)
         ts = parse_time(timestamp)
         samples = []
         if transaction_data:
@@ -334,6 +442,7 @@ class CentralSystem(V16ChargePoint):
                 samples = metering.parse_meter_values(transaction_data, parse_time)
             except metering.BadSampledValue as exc:
                 raise PropertyConstraintViolationError(details={"cause": str(exc)}) from exc
+            _check_samples(samples)
         result = await db(services.stop_transaction)(
             self.ref, transaction_id, meter_stop, ts, reason or "", id_tag, timezone.now()
         )
@@ -362,10 +471,13 @@ class CentralSystem(V16ChargePoint):
     ) -> None:
         """Parse (PropertyConstraintViolation on a bad value) and hand to the batch writer,
         which answers only after the batch is committed."""
+        if connector_id < 0 or connector_id > 99:  # a small integer column in the batch
+            raise PropertyConstraintViolationError(details={"cause": "connectorId must be 0..99."})
         try:
             samples = metering.parse_meter_values(meter_value, parse_time)
         except metering.BadSampledValue as exc:
             raise PropertyConstraintViolationError(details={"cause": str(exc)}) from exc
+        _check_samples(samples)
         await metering.batcher().add(self.ref.id, connector_id, transaction_id, samples)
 
     @on(Action.data_transfer, skip_schema_validation=True)
@@ -381,6 +493,10 @@ class CentralSystem(V16ChargePoint):
             return call_result.DataTransfer(status=DataTransferStatus.unknown_message_id)
         try:
             inputs = services.inputs_parse(data)
+        except RecursionError:  # JSON nested thousands deep
+            return call_result.DataTransfer(
+                status=DataTransferStatus.rejected, data="data is nested too deeply"
+            )
         except ValueError as exc:
             return call_result.DataTransfer(status=DataTransferStatus.rejected, data=str(exc))
         await db(services.inputs_reported)(self.ref, inputs, timezone.now())

@@ -19,7 +19,8 @@ from portal.querysets import TenantQuerySet
 # Basic auth user name); case-insensitively unique.
 identity_validator = RegexValidator(
     r"^[^/\s%?#:]{1,48}$",
-    _("1 to 48 characters without spaces or any of / % ? # :"),
+    # "%%": Django formats validator messages with %-parameters.
+    _("1 to 48 characters without spaces or any of / %% ? # :"),
 )
 
 

@@ -261,10 +261,10 @@ class StationSectionView(StationDetailView):
     PARTS = ("display", "meter", "advanced")
 
     def get(self, request: HttpRequest, org: str, pk: int) -> HttpResponse:
+        station = self.get_station(pk)  # first: another tenant's station is a 404
         part = request.GET.get("part", "")
         if part not in self.PARTS:
             return HttpResponse(status=400)
-        station = self.get_station(pk)
         return render(
             request,
             f"stations/_section_{part}.html",

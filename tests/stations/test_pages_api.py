@@ -231,3 +231,18 @@ def test_station_page_shows_the_authentication_mode(tenants, station):
     station.save()
     html = client.get(url).content.decode()
     assert "managed by another backend" in html and "wss://other.example/ocpp" in html
+
+
+@pytest.mark.parametrize("identity", ["a/b", "with space", "50%", "a:b"])
+def test_a_bad_identity_is_refused_with_the_rule_not_a_500(tenants, identity):
+    """Found by schemathesis: the rule's message has a '%' that Django formats."""
+    api = tenants.api(tenants.owner_a)
+    response = api.post(
+        API.format(org="alpha") + "stations/", {"charge_point_id": identity}, format="json"
+    )
+    assert response.status_code == 400
+    assert "1 to 48 characters without spaces or any of / % ? # :" in str(response.data)
+    page = tenants.client(tenants.owner_a).post(
+        "/o/alpha/stations/add/", {"charge_point_id": identity}
+    )
+    assert page.status_code in (200, 400) and "1 to 48 characters" in page.content.decode()
