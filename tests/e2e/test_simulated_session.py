@@ -23,7 +23,8 @@ async def wait_until(predicate):
 
 @pytest.fixture
 def station(tenants):
-    RfidCardFactory(organization=tenants.a, uid="CAFE0001", user=tenants.driver)
+    # The owner's card: the owner may charge at the organization's private connectors.
+    RfidCardFactory(organization=tenants.a, uid="CAFE0001", user=tenants.owner_a)
     return StationFactory(organization=tenants.a, charge_point_id="SIM-E2E-1", connectors=2)
 
 
