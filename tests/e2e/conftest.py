@@ -79,24 +79,9 @@ class PortalProcess:
 
 
 @pytest.fixture
-def portal_processes(transactional_db, settings):
-    """Start processes on demand: ``start(n)`` returns n running portals."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql" or not settings.REDIS_URL:
-        pytest.skip("needs PostgreSQL and Redis")  # the services gate reports it first
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgresql://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-        "DEBUG": "1",
-        "PERIODIC_IN_PROCESS": "0",
-        "SITE_URL": "http://127.0.0.1",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+def portal_processes(portal_env):
+    """Start processes on demand: ``start(n, **extra_env)`` returns n running portals."""
+    env = portal_env
     started: list[PortalProcess] = []
 
     def start(count: int, **extra: str) -> list[PortalProcess]:
