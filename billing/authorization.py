@@ -6,7 +6,8 @@ portal's own app and QR starts before it sends RemoteStartTransaction. Rules (DE
 
 - authentication mode ``none``: everything is accepted and free (no driver to bill); the
   session belongs to the station, with the connector's price kept as its notional value.
-  ``ocpp_third_party``: this portal does not unlock the station: Invalid.
+  ``ocpp_third_party``: this portal does not unlock the station: Invalid (such a station's
+  traffic is relayed to its own backend, which answers; see stations/relay.py).
 - the identifier is an RFID card UID, a driver's app tag (app and QR starts) or, only on
   stations with auto car detection, a vehicle's CarID. Unknown: Invalid. A blocked card:
   Blocked; past its expiry: Expired.

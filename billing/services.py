@@ -150,11 +150,17 @@ def station_auth_mode_set(
     third_party_url: str = "",
     auto_car_detection: bool | None = None,
     requested_by: User | None = None,
+    check_reachable: bool = True,
 ) -> list[StationCommand]:
     """Switch how a station is unlocked; the keys the mode needs are configured on the
-    station (kept as wanted configuration: re-sent until the station accepts them)."""
+    station (kept as wanted configuration: re-sent until the station accepts them).
+
+    A third-party URL that is new (or newly chosen) is first checked: a quick websocket
+    connection with ocpp1.6, as the station's relay would open it (stations/relay.py). No
+    answer → DomainError and nothing changes. ``check_reachable=False`` skips it."""
     from django.core.exceptions import ValidationError
 
+    previous = (station.auth_mode, station.third_party_url, station.auto_car_detection)
     station.auth_mode = mode
     station.third_party_url = third_party_url if mode == AuthMode.THIRD_PARTY else ""
     if auto_car_detection is not None:
@@ -165,6 +171,21 @@ def station_auth_mode_set(
         raise DomainError(
             " ".join(m for msgs in exc.message_dict.values() for m in msgs), code="invalid"
         ) from exc
+    newly_third_party = mode == AuthMode.THIRD_PARTY and previous[:2] != (
+        mode,
+        station.third_party_url,
+    )
+    if check_reachable and newly_third_party:
+        from stations import relay
+
+        if (
+            why := relay.backend_check(station.third_party_url, station.charge_point_id)
+        ) is not None:
+            url = relay.shown_url(station.third_party_url)
+            station.auth_mode, station.third_party_url, station.auto_car_detection = previous
+            raise DomainError(
+                f"The backend at {url} does not answer: {why}.", code="backend_unreachable"
+            )
     with transaction.atomic():
         station.save(update_fields=["auth_mode", "third_party_url", "auto_car_detection"])
         return [

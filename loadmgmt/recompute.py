@@ -50,6 +50,7 @@ from loadmgmt.models import (
 from portal.models import Organization
 from stations.commands import commands_send_bulk
 from stations.models import (
+    AuthMode,
     ChargingSession,
     CommandStatus,
     Connector,
@@ -231,7 +232,7 @@ def inputs_build(
     station_rows = {
         s.pk: s
         for s in Station.objects.filter(pk__in=settings).only(
-            "pk", "online", "name", "charge_point_id"
+            "pk", "online", "name", "charge_point_id", "auth_mode"
         )
     }
     # Plain tuples, not model instances: at 10,000 stations building instances would cost
@@ -304,6 +305,11 @@ def inputs_build(
             state.session_ref, state.drawn_phases = None, ""
         setpoint, until = may_apply(state)
         online = station_rows[station_id].online and state.unresponsive_since is None
+        if station_rows[station_id].auth_mode == AuthMode.THIRD_PARTY:
+            # Run by another backend (relayed): the portal cannot limit it, so it is counted
+            # as an offline station that may draw up to its installer's maximum.
+            kwargs["fail_safe_current"] = kwargs["installer_max"]
+            online, setpoint, until = False, None, None
         if until is None and setpoint is not None:
             lease_until = math.inf if sid in keep_last or not online else None
         else:

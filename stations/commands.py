@@ -148,6 +148,14 @@ def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
     return StationCommand.objects.values_list("action", "payload").get(pk=command_id)
 
 
+def command_refuse(command_id: int, station_id: int, error: str) -> dict[str, str] | None:
+    """Claim a pending command and record it as an error without sending it (a relayed
+    station, stations/relay.py: the other backend manages it). None if another took it."""
+    if command_claim(command_id, station_id) is None:
+        return None
+    return command_finish(command_id, CommandStatus.ERROR, None, error)
+
+
 def commands_pending(station_id: int, registration_status: str) -> list[int]:
     """Unclaimed commands this station may receive now, oldest first."""
     qs = StationCommand.objects.filter(

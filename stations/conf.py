@@ -109,6 +109,17 @@ def backend_url_key() -> str:
     return _get("OCPP_BACKEND_URL_KEY", "")
 
 
+def relay_open_timeout() -> float:
+    """Seconds to open the connection to a third-party backend when a relayed station
+    connects; no answer by then closes the station's connection with 1013."""
+    return float(_get("OCPP_RELAY_OPEN_TIMEOUT", 10.0))
+
+
+def relay_check_timeout() -> float:
+    """Seconds the reachability check waits when an owner saves a third-party URL."""
+    return float(_get("OCPP_RELAY_CHECK_TIMEOUT", 5.0))
+
+
 def event_hook_path() -> str:
     """Dotted path of the receiver of station events (see stations/events.py)."""
     return _get("OCPP_EVENT_HOOK", "loadmgmt.hooks.station_event")

@@ -13,6 +13,10 @@ answers to our own CALLs are read while other calls are outstanding.
 
 One live connection per identity across processes: every connection joins the station's
 group and announces itself; an older connection hearing a newer one closes itself (4000).
+
+A station in mode ``ocpp_third_party`` with a URL takes a separate branch after the same
+handshake checks (``_relay_connect``): its frames are relayed to the other backend by
+``stations.relay.Relay`` and the portal's own central system is not started.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -37,6 +42,7 @@ from stations.centralsystem import CentralSystem
 from stations.dbcalls import db
 from stations.live import push_rendered
 from stations.models import CommandStatus
+from stations.relay import CLOSE_TRY_LATER, MANAGED_ELSEWHERE, Relay, RelayUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,7 @@ def _basic_credentials(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | 
 class OcppConsumer(AsyncWebsocketConsumer):
     ref: services.StationRef | None = None
     cp: CentralSystem | None = None
+    relay: Relay | None = None  # third-party mode: frames go to the other backend
 
     # --- handshake ----------------------------------------------------------------------
 
@@ -114,6 +121,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if conf.SUBPROTOCOL not in self.scope.get("subprotocols", []):
             await self.accept()
             await self.close(code=CLOSE_PROTOCOL, reason="Subprotocol ocpp1.6 required.")
+            return
+        if ref.relay_url:
+            await self._relay_connect(ref)
             return
         self.ref = ref
         self.group = commands.station_group(ref.id)
@@ -162,7 +172,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
     # --- frames -------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if self.cp is None or self.closing:
+        if (self.cp is None and self.relay is None) or self.closing:
             return
         if text_data is None:
             await self.close(code=CLOSE_UNSUPPORTED, reason="OCPP-J uses text frames only.")
@@ -171,6 +181,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.close(
                 code=CLOSE_TOO_BIG, reason=f"Frame larger than {conf.max_frame_bytes()} bytes."
             )
+            return
+        if self.relay is not None:
+            self.relay.from_station(text_data)
             return
         self.connection.queue.put_nowait(text_data)
 
@@ -196,13 +209,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
                     self._spawn(self._resume())
         elif kind == "boot":
             self.booted.set()
-            self.ref = services.StationRef(
-                self.ref.id,
-                self.ref.organization_id,
-                self.ref.charge_point_id,
-                data["status"],
-                self.ref.heartbeat_interval,
-            )
+            self.ref = dataclasses.replace(self.ref, registration_status=data["status"])
             self.cp.ref = self.ref
             await self._push("station.boot", {"status": data["status"]}, data["fragments"])
             if data["status"] == "Accepted":
@@ -253,6 +260,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self.ref is None or self.closing:
             return
         command_id = message["command_id"]
+        if self.relay is not None:
+            self._spawn(self._relay_refuse(command_id))
+            return
         self._spawn(self._run_command(command_id))
 
     async def _run_command(self, command_id: int) -> None:
@@ -340,6 +350,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         ref, self.ref = self.ref, None
         self.closing = True
+        if self.relay is not None:
+            await self.relay.close()
         with contextlib.suppress(Exception):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         tasks = [t for t in self.tasks if t is not asyncio.current_task()]
@@ -363,3 +375,63 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    # --- third-party relay (stations/relay.py): the station is served by another backend --
+
+    async def _relay_connect(self, ref: services.StationRef) -> None:
+        """Connect to the other backend first; only then does the station count as online.
+        No answer: the station's connection is accepted and closed with 1013 (try again
+        later) and the reason is recorded on the station for its owner."""
+        relay = Relay(ref, self._relay_to_station, self._relay_backend_closed, self._relay_push)
+        try:
+            await relay.open()
+        except RelayUnavailable as exc:
+            log.warning("%s: %s", ref.charge_point_id, exc.message)
+            await db(services.relay_error_record)(ref.id, exc.message, timezone.now())
+            await self.accept(subprotocol=conf.SUBPROTOCOL)
+            await self.close(code=CLOSE_TRY_LATER, reason=exc.close_reason)
+            return
+        try:
+            self.group = commands.station_group(ref.id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            fragments = await db(services.connection_open)(
+                ref.id, self.channel_name, self.remote_addr
+            )
+            await db(services.relay_error_clear)(ref.id)
+            await self.channel_layer.group_send(
+                self.group, {"type": "ocpp.replace", "channel": self.channel_name}
+            )
+        except BaseException:
+            await relay.close()  # no backend connection left behind
+            raise
+        self.ref, self.relay = ref, relay
+        await self.accept(subprotocol=conf.SUBPROTOCOL)
+        await self._push("station.online", {"online": True}, fragments)
+        relay.start()
+        # Commands queued before the station came through the relay: refused, not left pending.
+        for command_id in await db(commands.commands_pending)(ref.id, "Accepted"):
+            self._spawn(self._relay_refuse(command_id))
+
+    async def _relay_to_station(self, text: str) -> None:
+        if not self.closing:
+            await self.send(text_data=text)
+
+    async def _relay_push(self, event: str, data: dict, fragments: dict[str, str]) -> None:
+        if self.ref is not None:
+            await self._push(event, data, fragments)
+
+    async def _relay_backend_closed(self, reason: str) -> None:
+        """The other backend closed: so does the station's connection (it reconnects, and
+        the portal reconnects to the backend)."""
+        if self.ref is None or self.closing:
+            return
+        self.closing = True
+        await self.close(code=CLOSE_TRY_LATER, reason=reason)
+        await self._teardown()
+
+    async def _relay_refuse(self, command_id: int) -> None:
+        fragments = await db(commands.command_refuse)(command_id, self.ref.id, MANAGED_ELSEWHERE)
+        if fragments:
+            await self._push(
+                "station.command", {"command": command_id, "status": CommandStatus.ERROR}, fragments
+            )

@@ -122,6 +122,10 @@ class Station(models.Model):
         max_length=200, blank=True, help_text=_("Channel of the connection holding the socket.")
     )
     remote_addr = models.CharField(max_length=64, blank=True)
+    # Third-party relay (docs/OCPP.md): why the last relay attempt failed; cleared when the
+    # other backend answers again.
+    relay_error = models.CharField(_("relay error"), max_length=255, blank=True)
+    relay_error_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = TenantQuerySet.as_manager()
@@ -157,6 +161,17 @@ class Station(models.Model):
     @property
     def label(self) -> str:
         return self.name or self.charge_point_id
+
+    @property
+    def third_party_url_shown(self) -> str:
+        """The third-party URL without the password of its user info (shown on pages)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.third_party_url or "")
+        if parts.password is None:
+            return self.third_party_url
+        netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
 
 class ConnectorStatus(models.TextChoices):
@@ -243,6 +258,9 @@ class ChargingSession(models.Model):
     # changes never reprice a past session). Opaque here; billing reads it.
     tariff_snapshot = models.JSONField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=64)
+    # A relayed station's session (third-party mode): the other backend's transactionId,
+    # which the station uses in MeterValues and StopTransaction. Never priced here.
+    external_transaction_id = models.BigIntegerField(null=True, blank=True)
 
     objects = TenantQuerySet.as_manager()
     tenant_path = "station__organization"
@@ -263,6 +281,11 @@ class ChargingSession(models.Model):
                 name="session_active_id_tag",
             ),
             models.Index(fields=["user_id_ref", "started_at"], name="session_driver"),
+            models.Index(
+                fields=["station", "external_transaction_id"],
+                condition=models.Q(external_transaction_id__isnull=False),
+                name="session_external_tx",
+            ),
         ]
 
     def __str__(self) -> str:

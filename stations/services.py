@@ -146,10 +146,14 @@ class StationRef:
     charge_point_id: str
     registration_status: str
     heartbeat_interval: int
+    # Third-party mode with a URL: the connection is relayed there (stations/relay.py).
+    relay_url: str = ""
 
 
 def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
     """The station and its password hash, or None (and the attempt recorded) if unknown."""
+    from stations.models import AuthMode
+
     row = (
         Station.objects.filter(charge_point_id=identity)
         .values_list(
@@ -159,12 +163,15 @@ def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
             "registration_status",
             "heartbeat_interval",
             "password_hash",
+            "auth_mode",
+            "third_party_url",
         )
         .first()
     )
     if row is None:
         return None
-    return StationRef(*row[:5]), row[5]
+    relay_url = row[7] if row[6] == AuthMode.THIRD_PARTY else ""
+    return StationRef(*row[:5], relay_url=relay_url), row[5]
 
 
 def unknown_identity_record(identity: str, remote_addr: str) -> None:
@@ -443,14 +450,30 @@ def stop_transaction(
         info = authorize(ref, session.connector_id if session else None, id_tag, now).id_tag_info()
     if session is None:
         return StopResult(None, info, False, {})
-    energy = max(0, meter_stop - session.meter_start)
+    fragments = _session_complete(ref, session, meter_stop, timestamp, reason, id_tag, now)
+    if fragments is None:
+        return StopResult(session.pk, info, False, {})
+    return StopResult(session.pk, info, True, fragments)
+
+
+def _session_complete(
+    ref: StationRef,
+    session: ChargingSession,
+    meter_stop: int,
+    timestamp: datetime,
+    reason: str,
+    id_tag: str | None,
+    now: datetime,
+) -> dict[str, str] | None:
+    """Complete a running (or abandoned) session once: energy = meterStop − meterStart.
+    Returns the live fragments, or None if it was completed already (nothing counted)."""
     with transaction.atomic():
         counted = ChargingSession.objects.filter(
             pk=session.pk, status__in=(SessionStatus.ACTIVE, SessionStatus.ABANDONED)
         ).update(
             status=SessionStatus.COMPLETED,
             meter_stop=meter_stop,
-            energy_wh=energy,
+            energy_wh=max(0, meter_stop - session.meter_start),
             last_meter_wh=meter_stop,
             power_w=None,
             stopped_at=max(plausible(timestamp, now), session.started_at),
@@ -460,7 +483,7 @@ def stop_transaction(
             stop_id_tag=id_tag or "",
         )
     if not counted:
-        return StopResult(session.pk, info, False, {})
+        return None
     station_event_emit(
         events.SESSION_STOPPED,
         ref.id,
@@ -473,7 +496,7 @@ def stop_transaction(
     fragments[f"power-{ref.id}-{session.connector_id}"] = power_fragment(
         ref.id, session.connector_id, None
     )
-    return StopResult(session.pk, info, True, fragments)
+    return fragments
 
 
 # --- Station side: load-shedding inputs (DataTransfer "Inputs", docs/OCPP.md) ---------------
@@ -809,3 +832,120 @@ def station_delete_confirmed(*, station: Station, typed_name: str) -> None:
         push(org_group(organization.pk), "station.deleted", data={"station": station_id})
 
     transaction.on_commit(disconnect)
+
+
+# --- Station side: third-party relay (stations/relay.py, docs/OCPP.md) ----------------------
+# The other backend answers the station; these only record what passed, read-only: no
+# authorization, no price (tariff_snapshot None), no driver.
+
+
+def relay_error_record(station_id: int, error: str, now: datetime) -> None:
+    """The other backend did not answer: shown to the owner on the station's pages."""
+    Station.objects.filter(pk=station_id).update(relay_error=error[:255], relay_error_at=now)
+
+
+def relay_error_clear(station_id: int) -> None:
+    Station.objects.filter(pk=station_id).exclude(relay_error="").update(
+        relay_error="", relay_error_at=None
+    )
+
+
+def relay_boot(
+    station_id: int, info: dict[str, str], status: str, interval: int | None, now: datetime
+) -> dict[str, str]:
+    """The station's BootNotification and the other backend's answer (its status and
+    heartbeat interval, which offline detection then uses). No boot event: the portal
+    configures nothing on a relayed station."""
+    fields = {key: (value or "") for key, value in info.items()}
+    if status in RegistrationStatus.values:
+        fields["registration_status"] = status
+    if isinstance(interval, int) and 0 < interval <= 7 * 86400:
+        fields["heartbeat_interval"] = interval
+    Station.objects.filter(pk=station_id).update(**fields, last_boot_at=now, last_seen=now)
+    return _fragments(station_id)
+
+
+def relay_session_id(station_id: int, external_id: int | None) -> int | None:
+    """Our session of the other backend's transactionId (newest), or None."""
+    if external_id is None:
+        return None
+    return (
+        ChargingSession.objects.filter(station_id=station_id, external_transaction_id=external_id)
+        .order_by("-started_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def relay_start_transaction(
+    ref: StationRef,
+    connector_id: int,
+    id_tag: str,
+    meter_start: int,
+    timestamp_raw: str,
+    timestamp: datetime,
+    reservation_id: int | None,
+    external_id: int,
+    auth_status: str,
+    now: datetime,
+) -> tuple[int, dict[str, str]]:
+    """Record a session the other backend started (its transactionId, its idTagInfo status).
+    Idempotent like ``start_transaction``: a re-sent start is the same session (it keeps the
+    newest transactionId the backend gave, the one the station uses from then on)."""
+    key = _start_key(connector_id, id_tag, timestamp_raw, meter_start)
+    existing = ChargingSession.objects.filter(station_id=ref.id, idempotency_key=key).first()
+    if existing is not None:
+        if existing.external_transaction_id != external_id:
+            ChargingSession.objects.filter(pk=existing.pk).update(
+                external_transaction_id=external_id
+            )
+        return existing.pk, {}
+    try:
+        with transaction.atomic():
+            session = ChargingSession.objects.create(
+                station_id=ref.id,
+                connector_id=connector_id,
+                id_tag=id_tag,
+                auth_status=auth_status[:20],
+                tariff_snapshot=None,
+                reservation_id=reservation_id,
+                meter_start=meter_start,
+                last_meter_wh=meter_start,
+                started_at=plausible(timestamp, now),
+                station_started_at=timestamp,
+                start_received_at=now,
+                idempotency_key=key,
+                external_transaction_id=external_id,
+            )
+    except IntegrityError:
+        session = ChargingSession.objects.get(station_id=ref.id, idempotency_key=key)
+        return session.pk, {}
+    _abandon_older_sessions(ref.id, connector_id, session)
+    station_event_emit(
+        events.SESSION_STARTED,
+        ref.id,
+        organization_id=ref.organization_id,
+        connector_id=connector_id,
+        data={"transaction_id": session.pk, "accepted": auth_status == "Accepted"},
+    )
+    station = Station.objects.select_related("organization").get(pk=ref.id)
+    return session.pk, {**station_fragments(station), **sessions_fragment(station)}
+
+
+def relay_stop_transaction(
+    ref: StationRef,
+    external_id: int,
+    meter_stop: int,
+    timestamp: datetime,
+    reason: str,
+    id_tag: str | None,
+    now: datetime,
+) -> tuple[int | None, dict[str, str]]:
+    """Complete the session of the other backend's transactionId (energy = meterStop −
+    meterStart); unknown or already completed: nothing changes."""
+    session_id = relay_session_id(ref.id, external_id)
+    if session_id is None:
+        return None, {}
+    session = ChargingSession.objects.get(pk=session_id)
+    fragments = _session_complete(ref, session, meter_stop, timestamp, reason, id_tag, now)
+    return session.pk, fragments or {}

@@ -17,6 +17,7 @@ from tests.billing.factories import (
     UserGroupMemberFactory,
 )
 from tests.stations.factories import RfidCardFactory, StationFactory
+from tests.stations.helpers import answering_backend
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/v1/organizations/alpha"
@@ -200,11 +201,13 @@ class TestStationAccess:
         assert Station.objects.get(pk=world["station"].pk).auth_mode == "backend"
 
     def test_wss_url_is_managed_elsewhere(self, tenants, world):
-        r = tenants.api(tenants.owner_a).patch(
-            f"{BASE}/station-access/{world['station'].pk}/",
-            {"auth_mode": "ocpp_third_party", "third_party_url": "wss://x.example/ocpp"},
-            format="json",
-        )
+        # The URL must answer (reachability check): a small ocpp1.6 server in the test.
+        with answering_backend() as url:
+            r = tenants.api(tenants.owner_a).patch(
+                f"{BASE}/station-access/{world['station'].pk}/",
+                {"auth_mode": "ocpp_third_party", "third_party_url": url},
+                format="json",
+            )
         assert r.status_code == 200
         assert r.json()["managed_elsewhere"] is True
 

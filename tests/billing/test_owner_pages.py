@@ -27,6 +27,7 @@ from tests.billing.factories import (
     UserGroupMemberFactory,
 )
 from tests.stations.factories import RfidCardFactory, StationFactory
+from tests.stations.helpers import answering_backend
 
 pytestmark = pytest.mark.django_db
 
@@ -213,15 +214,12 @@ class TestStationAuthentication:
         assert station.auth_mode == "backend" and station.third_party_url == ""
 
     def test_third_party_with_wss_is_shown_as_managed_elsewhere(self, tenants, world):
-        r = self.post(
-            tenants,
-            world,
-            auth_mode="ocpp_third_party",
-            third_party_url="wss://backend.example.com/ocpp/",
-        )
+        # The URL must answer (reachability check): a small ocpp1.6 server in the test.
+        with answering_backend() as url:
+            r = self.post(tenants, world, auth_mode="ocpp_third_party", third_party_url=url + "/")
         assert r.status_code == 200
         station = Station.objects.get(pk=world["station"].pk)
-        assert station.third_party_url == "wss://backend.example.com/ocpp/"
+        assert station.third_party_url == url + "/"
         assert "managed by another backend" in r.content.decode()
         overview = tenants.client(tenants.viewer_a).get("/o/alpha/access/").content.decode()
         assert "managed by another backend" in overview

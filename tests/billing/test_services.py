@@ -142,7 +142,10 @@ class TestAuthMode:
         open_station.refresh_from_db()
         assert open_station.auth_mode == "backend"
         station_auth_mode_set(
-            station=open_station, mode="ocpp_third_party", third_party_url="wss://b.example/ocpp"
+            station=open_station,
+            mode="ocpp_third_party",
+            third_party_url="wss://b.example/ocpp",
+            check_reachable=False,
         )
         open_station.refresh_from_db()
         assert open_station.managed_elsewhere
@@ -152,7 +155,10 @@ class TestAuthMode:
         settings.OCPP_BACKEND_URL_KEY = "CentralSystemUrl"
         settings.OCPP_FREE_VEND_KEY = "-"
         commands = station_auth_mode_set(
-            station=open_station, mode="ocpp_third_party", third_party_url="ws://b.example/"
+            station=open_station,
+            mode="ocpp_third_party",
+            third_party_url="ws://b.example/",
+            check_reachable=False,
         )
         assert [c.payload for c in commands] == [
             {"key": "CentralSystemUrl", "value": "ws://b.example/"}

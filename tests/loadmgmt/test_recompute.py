@@ -308,3 +308,16 @@ def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
     tasks.recompute_soon(tenants.a.pk)
     assert tasks.recompute_locked(tenants.a.pk) is None and len(runs) == 2
     assert cache.get(tasks._dirty_key(tenants.a.pk))
+
+
+def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tenants, group):
+    s1, s2, *_ = stations_of(group)
+    s1.auth_mode, s1.third_party_url = "ocpp_third_party", "wss://other.example/ocpp"
+    s1.save()
+    limits = s1.load_limits
+    limits.installer_max, limits.max_current = 20, 20
+    limits.save()
+    arrive(s2)
+    recompute(tenants.a.pk)
+    assert not leases(s1).exists()
+    assert ConnectorSetpoint.objects.get(station=s2).target_current == 12  # 32 - 20

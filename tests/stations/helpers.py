@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from channels.testing import WebsocketCommunicator
@@ -90,3 +92,26 @@ BOOT = {
     "chargePointSerialNumber": "SN-1",
     "firmwareVersion": "1.2.3",
 }
+
+
+@contextlib.contextmanager
+def answering_backend() -> Iterator[str]:
+    """A websocket server speaking ocpp1.6 that accepts every connection (the reachability
+    check of the third-party mode, billing.services.station_auth_mode_set); yields its
+    ``ws://127.0.0.1:<port>/ocpp`` URL. Runs in a thread: usable from synchronous tests."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    def handler(ws) -> None:
+        for _ in ws:
+            pass
+
+    with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/ocpp"
+        finally:
+            server.shutdown()
+            thread.join(5)
