@@ -19,7 +19,7 @@ from portal.errors import Conflict, DomainError
 from portal.models import User
 from stations import conf
 from stations.authorization import AuthorizationRequest, AuthorizationResult
-from stations.commands import command_send, configuration_set
+from stations.commands import command_send, configuration_set, station_reconnect_request
 from stations.models import (
     AuthMode,
     ChargingSession,
@@ -186,9 +186,17 @@ def station_auth_mode_set(
             raise DomainError(
                 f"The backend at {url} does not answer: {why}.", code="backend_unreachable"
             )
+    relay_changed = (previous[0] == AuthMode.THIRD_PARTY) != (mode == AuthMode.THIRD_PARTY) or (
+        mode == AuthMode.THIRD_PARTY and previous[1] != station.third_party_url
+    )
     with transaction.atomic():
         station.save(update_fields=["auth_mode", "third_party_url", "auto_car_detection"])
-        return [
+        commands = [
             configuration_set(station=station, key=key, value=value, requested_by=requested_by)
             for key, value in auth_mode_configuration(mode, station.third_party_url).items()
         ]
+        if relay_changed:
+            # A connected station is served (or relayed) as it was when it connected: ask it
+            # to reconnect, so that the new mode takes effect now.
+            station_reconnect_request(station.pk)
+        return commands

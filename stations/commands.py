@@ -286,3 +286,15 @@ def commands_send_bulk(
     if pending:
         transaction.on_commit(deliver)
     return commands
+
+
+def station_reconnect_request(station_id: int) -> None:
+    """After commit, ask the connection holding the station to close so that the station
+    reconnects (e.g. its authentication mode changed between relayed and served here)."""
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(station_group(station_id), {"type": "ocpp.reconnect"})
+
+    transaction.on_commit(send)

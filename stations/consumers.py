@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4000
 CLOSE_DELETED = 4001
+CLOSE_RECONNECT = 1012  # "service restart": reconnect
 CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 CLOSE_PROTOCOL = 1002
@@ -339,6 +340,16 @@ class OcppConsumer(AsyncWebsocketConsumer):
         log.info("%s: station deleted, closing", self.ref.charge_point_id)
         self.closing = True
         await self.close(code=CLOSE_DELETED, reason="Station deleted.")
+        await self._teardown()
+
+    async def ocpp_reconnect(self, message: dict[str, Any]) -> None:
+        """The station's authentication mode changed: close so that it reconnects and is
+        served (or relayed) the new way."""
+        if self.ref is None or self.closing:
+            return
+        log.info("%s: mode changed, asking the station to reconnect", self.ref.charge_point_id)
+        self.closing = True
+        await self.close(code=CLOSE_RECONNECT, reason="Authentication mode changed: reconnect.")
         await self._teardown()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:

@@ -376,3 +376,21 @@ def test_the_relay_error_is_shown_to_the_owner(tenants, station):
         assert (
             "wss://cs-user:***@cs.example/ocpp" in html and "s3cret" not in html.split("<form")[0]
         ), url
+
+
+async def test_switching_to_third_party_makes_a_connected_station_reconnect(station):
+    """A station served here when its owner hands it to another backend is asked to
+    reconnect at once (code 1012), so the relay takes over without waiting for a drop."""
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+    fresh = await Station.objects.aget(pk=station.pk)
+    await sync_to_async(station_auth_mode_set)(
+        station=fresh,
+        mode="ocpp_third_party",
+        third_party_url="ws://127.0.0.1:9/ocpp",
+        check_reachable=False,
+    )
+    closed = await cp.receive_output(3)
+    assert closed["type"] == "websocket.close" and closed["code"] == 1012
+    assert "mode changed" in closed["reason"]
