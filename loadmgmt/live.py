@@ -224,9 +224,15 @@ def chart(organization_id: int, now: datetime | None = None) -> list[dict]:
             )
         }
     )
-    span = (now - start).total_seconds()
+    # The axis runs from the first sample when there are not 6 hours of them yet, so a new
+    # site's chart is not a sliver at the right edge.
+    first = min((rows[0].time for rows in by_node.values()), default=start)
+    start = max(start, first)
+    span = max((now - start).total_seconds(), 60.0)
     out = []
     for key, rows in sorted(by_node.items(), key=lambda kv: names.get(kv[0], kv[0])):
+        if len(rows) < 2:
+            continue  # a line needs two samples; the page says the chart is filling
         top = max(max(max(r.limit), max(r.planned)) for r in rows) or 1.0
 
         def x(t: datetime) -> float:

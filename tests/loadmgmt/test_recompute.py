@@ -255,6 +255,9 @@ def test_live_view_shows_loads_setpoints_reasons_and_the_chart(tenants, group):
     limits.save()
     recompute(tenants.a.pk)
     html = tenants.client(tenants.viewer_a).get("/o/alpha/load/").content.decode()
+    assert "<polyline" not in html and "The chart fills" in html  # one sample: no line yet
+    recompute(tenants.a.pk, now=timezone.now() + timedelta(seconds=40))
+    html = tenants.client(tenants.viewer_a).get("/o/alpha/load/").content.decode()
     assert 'id="load-live"' in html and 'id="load-chart"' in html
     assert "16 A × 3" in html  # each car's setpoint, with its power
     assert "11.0 kW" in html
