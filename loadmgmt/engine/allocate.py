@@ -31,19 +31,25 @@ budget" (a *resource* below is one node and one grid phase):
    still has room. This is max-min fair and work-conserving: cars of equal priority under the
    same constraints differ by at most 1 A, and a car below its maximum sits on a full resource.
 
-Costs: O(stations x depth) to build the classes, then O(classes x depth x 27) for the fill
-(the level of a resource comes from histograms of its classes' minimums and maximums); no
-per-ampere iteration.
+Costs: O(stations x depth) at most, in a handful of passes over the cars (one over every
+station, one over the cars that want energy in queue order, the rest over the admitted ones);
+the fill is O(classes x depth) plus, per node and phase that actually fills, O(its classes x
+27) (the level of a resource comes from a histogram of its classes' minimums and maximums); no
+per-ampere iteration. The hot loops are written for CPython: columns of tuples walked with
+zip(), shared ints and tuples looked up instead of computed, C-level filter()/map() where a
+Python loop would cost a frame per item.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import operator
 from collections.abc import Sequence
+from itertools import count
 
-from .fill import HI_DEMAND, HI_INSTALLER, HI_SHED, HI_STATION, MASK, water_fill
+from .fill import HI_DEMAND, HI_INSTALLER, HI_SHED, HI_STATION, MASK, FPInfo, water_fill
 from .model import (
     DEFAULT_SETTINGS,
     PHASE_NAMES,
@@ -61,6 +67,16 @@ from .model import (
     offline_footprint,
 )
 from .topology import Topology
+
+#: ``_new(Allocation)`` and setting its six fields makes the same object as ``Allocation(...)``
+#: (a plain slotted dataclass: no ``__post_init__``, every field set) at about half the cost:
+#: CPython 3.11 runs the dataclass ``__init__`` as a second Python call per object, and there
+#: is one object per station. The hot loops of ``allocate()`` use it.
+_new = object.__new__
+_ALLOCATION_FIELDS = ("station_id", "current", "phases", "decision", "reason", "phase_switch")
+assert tuple(f.name for f in dataclasses.fields(Allocation)) == _ALLOCATION_FIELDS, (
+    "Allocation changed: update the allocations made with _new in allocate()"
+)
 
 _NO_CAR = CarState.NO_CAR
 _SHED_NONE = ShedMode.NONE
@@ -220,38 +236,53 @@ def _allocate(
     # Allocations by station position; the dict (in input order) is built once at the end.
     out: list[Allocation | None] = [None] * n_st
     offline: list[tuple[int, int, Station]] = []
-    susp: list[tuple[int, float, int, Station, int]] = []
+    susp: list[tuple[int, float, int, Station, int, int]] = []
     # One record per car that wants energy, unpacked into columns once sorted (see _Rec).
     recs: list[_Rec] = []
+    append = recs.append
+    ids: list[str] = []
+    ids_append = ids.append
     fp_cache = _FP
+    fp_all = _FP_ALL
+    rotated = topo.rotated
+    keys = topo.keys
+    own = topo.own
+    new = _new
+    # Module constants as locals: the loop below runs once per station.
+    no_car, finished, suspended, charging = _NO_CAR, _FINISHED, _SUSPENDED, _CHARGING
+    shed_zero, shed_min = _SHED_ZERO, _SHED_MIN
     for i, st in enumerate(stations):
+        ids_append(st.id)
         try:
             leaf = index[st.parent]
         except KeyError:
             raise ValueError(f"station {st.id!r}: unknown parent node {st.parent!r}") from None
         rot = st.rotation._value_
+        res3 = rotated[leaf][rot[0]]  # the leaf's resources of station phases L1, L2, L3
         meas = st.measured
-        if ev_acc is not None and meas is not None:
-            b = 3 * leaf
-            ev_acc[b + rot[0]] += meas[0]
-            ev_acc[b + rot[1]] += meas[1]
-            ev_acc[b + rot[2]] += meas[2]
+        if meas is not None and ev_acc is not None:
+            m0, m1, m2 = meas
+            r0, r1, r2 = res3
+            ev_acc[r0] += m0
+            ev_acc[r1] += m1
+            ev_acc[r2] += m2
         if not st.online:
             offline.append((i, leaf, st))
             continue
         state = st.state
         sp = st.setpoint
-        if state is _NO_CAR or state is _FINISHED:
-            out[i] = Allocation(
-                st.id,
-                0,
-                sp.phases if sp is not None else 3,
-                _IDLE,
-                "no car" if state is _NO_CAR else "finished: the car needs no energy",
-            )
+        if state is no_car or state is finished:
+            a = new(Allocation)  # Allocation(...) without the __init__ call: see _new
+            a.station_id = st.id
+            a.current = 0
+            a.phases = sp.phases if sp is not None else 3
+            a.decision = _IDLE
+            a.reason = "no car" if state is no_car else "finished: the car needs no energy"
+            a.phase_switch = False
+            out[i] = a
             continue
         shed = shed_mode[leaf]
-        if shed is _SHED_ZERO:
+        if shed is shed_zero:
             out[i] = Allocation(
                 st.id, 0, sp.phases if sp is not None else 3, _SHED, f"shed by {shed_src[leaf]}"
             )
@@ -265,17 +296,20 @@ def _allocate(
             kind = HI_INSTALLER
         drawn = st.drawn_phases
         active = sp is not None and sp.current > 0
-        if shed is _SHED_MIN:
+        if shed is shed_min:
             hi = min(hi, lo)
             kind = HI_SHED
-        elif headroom is not None and active and state is _CHARGING and meas is not None:
+        elif active and state is charging and meas is not None and headroom is not None:
             assert sp is not None
-            if sp.phases == 1:
-                draw = meas[0]
-            elif drawn is None:
-                draw = max(meas)
-            else:
-                draw = max(meas[p] for p in drawn)
+            draw = meas[0]  # max() over the phases it draws on, spelt out
+            if sp.phases == 3:
+                if drawn is None:
+                    if meas[1] > draw:
+                        draw = meas[1]
+                    if meas[2] > draw:
+                        draw = meas[2]
+                elif len(drawn) > 1:
+                    draw = max(meas[p] for p in drawn)
             if draw <= sp.current - headroom:
                 capped = max(lo, math.ceil(draw) + headroom)
                 if capped < hi:
@@ -290,66 +324,71 @@ def _allocate(
                 f"cannot charge: minimum {lo} A is above the maximum {hi} A",
             )
             continue
-        arrival = now if st.arrival is None else st.arrival
-        if state is _SUSPENDED:
-            susp.append((-st.priority, arrival, i, st, leaf))
-            continue
+        arrival = st.arrival
+        if arrival is None:
+            arrival = now
         # phase_options(), inlined
         if drawn is not None and len(drawn) == 1:
             fixed = sp.phases if sp is not None else 3
             ret = False
         elif not st.can_switch_phases:
-            fixed, ret = 3, False
+            fixed = 3
+            ret = False
         elif active and st.phase_switches >= max_sw:
             assert sp is not None
-            fixed, ret = sp.phases, False
+            fixed = sp.phases
+            ret = False
         else:
-            fixed, ret = 0, active and sp is not None and sp.phases == 1
+            fixed = 0
+            ret = active and sp.phases == 1  # type: ignore[union-attr]
         if drawn is None:
             # The three rotations differ in their first grid phase: a list index, no hashing.
-            fp3, fp1, mask3, mask1 = _FP_ALL[rot[0]]
+            fpi = fp_all[rot[0]]
         else:
             fpi = fp_cache.get((rot, drawn))
             if fpi is None:
                 fpi = fp_cache[(rot, drawn)] = _footprints(rot, drawn)
-            fp3, fp1, mask3, mask1 = fpi
-        if fixed == 3:
-            recs.append(
-                (-st.priority, arrival, i, leaf, lo, hi, kind, fp3, fp1, fixed, ret, fp3, mask3, sp)
-            )
-            mfp = fp3
-        else:
-            recs.append(
-                (-st.priority, arrival, i, leaf, lo, hi, kind, fp3, fp1, fixed, ret, fp1, mask1, sp)
-            )
-            mfp = fp1
         # Load of every candidate at its minimal footprint (for step 2), summed on the way.
-        b = 3 * leaf
-        for g in mfp:
-            total[b + g] += lo
-    ids = [st.id for st in stations]
-    if len(set(ids)) != n_st:
-        raise ValueError("duplicate station ids")
+        if fixed == 3:
+            key = keys[leaf][fpi[2]]
+            if state is suspended:
+                susp.append((-st.priority, arrival, i, st, key, 3))
+                continue
+            append((-st.priority, arrival, i, leaf, lo, hi, kind, fpi, fixed, ret, key, sp))
+            if drawn is None:
+                r0, r1, r2 = res3
+                total[r0] += lo
+                total[r1] += lo
+                total[r2] += lo
+            else:
+                for r in own[key]:
+                    total[r] += lo
+        else:
+            # On 1 phase: the grid phase of the station's L1.
+            key = keys[leaf][fpi[3]]
+            if state is suspended:
+                susp.append((-st.priority, arrival, i, st, key, 1))
+                continue
+            append((-st.priority, arrival, i, leaf, lo, hi, kind, fpi, fixed, ret, key, sp))
+            total[res3[0]] += lo
 
     # -- 1. budgets ---------------------------------------------------------------------------
     if ev_acc is not None:
-        for n in reversed(order):
-            p = parent[n]
-            if p >= 0:
-                r, q = 3 * n, 3 * p
-                ev_acc[q] += ev_acc[r]
-                ev_acc[q + 1] += ev_acc[r + 1]
-                ev_acc[q + 2] += ev_acc[r + 2]
+        topo.sum_up_in_order(ev_acc)
     budget: list[tuple[float, float, float]] = []
     cap = [0] * R  # free whole ampere per resource; shrinks as things are fixed
     zero = (0.0, 0.0, 0.0)
+    floor = math.floor
     for n, node in enumerate(nodes):
         r = 3 * n
-        b = node.budget(now, (ev_acc[r], ev_acc[r + 1], ev_acc[r + 2]) if ev_acc else zero)
+        if node.measured is None and not node.has_meter:
+            b = node.limit  # no meter: Node.budget() is the limit
+        else:
+            b = node.budget(now, (ev_acc[r], ev_acc[r + 1], ev_acc[r + 2]) if ev_acc else zero)
         budget.append(b)
-        cap[r] = math.floor(b[0])
-        cap[r + 1] = math.floor(b[1])
-        cap[r + 2] = math.floor(b[2])
+        cap[r] = floor(b[0])
+        cap[r + 1] = floor(b[1])
+        cap[r + 2] = floor(b[2])
     warnings: list[str] = []
     binding = [False] * R
     offline_fixed = [0] * R
@@ -396,88 +435,111 @@ def _allocate(
     recs.sort(key=_ARRIVAL)
     if any(map(_NEG_PRIO, recs)):
         recs.sort(key=_NEG_PRIO)
-    n_c = len(recs)
-    if n_c:
-        cols = list(zip(*recs, strict=True))
-        prio_neg: tuple[int, ...] = cols[0]
-        cand: tuple[int, ...] = cols[2]
-        leaves: tuple[int, ...] = cols[3]
-        lo_l: tuple[int, ...] = cols[4]
-        hi_l: tuple[int, ...] = cols[5]
-        hikind: tuple[int, ...] = cols[6]
-        fp3s: tuple[tuple[int, ...], ...] = cols[7]
-        fp1s: tuple[tuple[int, ...], ...] = cols[8]
-        fixed_mode: tuple[int, ...] = cols[9]
-        returning: tuple[bool, ...] = cols[10]
-        min_fp: tuple[tuple[int, ...], ...] = cols[11]
-        min_mask: tuple[int, ...] = cols[12]
-        sps: tuple[Setpoint | None, ...] = cols[13]
-    else:
-        prio_neg = cand = leaves = lo_l = hi_l = fixed_mode = min_mask = sps = ()
-        hikind = ()
-        fp3s = fp1s = min_fp = ()
-        returning = ()
 
     # -- 2. admission at the minimal footprint ------------------------------------------------
-    for n in reversed(order):
-        p = parent[n]
-        if p >= 0:
-            r, q = 3 * n, 3 * p
-            total[q] += total[r]
-            total[q + 1] += total[r + 1]
-            total[q + 2] += total[r + 2]
-    violated = [total[r] > cap[r] for r in range(R)]
-    admitted = [True] * n_c
-    queued_at: dict[int, int] = {}
+    # The cars are read from their records here; columns are made for the admitted ones only.
+    topo.sum_up(total)
+    violated = [t > c for t, c in zip(total, cap, strict=True)]
+    n_queued = 0
+    admitted_min: list[int] | None = None
     if True in violated:
-        vmask = [0] * n_nodes
-        for r in range(R):
-            if violated[r]:
-                vmask[r // 3] |= 1 << (r % 3)
-        pmask = [0] * n_nodes
-        for n in order:
-            p = parent[n]
-            pmask[n] = vmask[n] | (pmask[p] if p >= 0 else 0)
         room = list(cap)  # what is left per resource for the cars admitted so far
-        # Per (parent node, footprint): the overfull resources on the way up, leaf first.
+        # Per (parent node, footprint): the overfull resources on the way up, leaf first (none:
+        # the car fits whoever else is admitted).
         vres_cache: list[tuple[int, ...] | None] = [None] * (8 * n_nodes)
-        for k, leaf, fmask, need in zip(range(n_c), leaves, min_mask, lo_l, strict=True):
-            if not pmask[leaf] & fmask:
-                continue  # touches no overfull resource: fits whoever else is admitted
-            ck = 8 * leaf + fmask
-            vres = vres_cache[ck]
+        queued_text: list[str | None] = [None] * R
+        resources_at = topo.resources_at
+        admitted: list[_Rec] = []
+        # For step 3: the admitted cars at their minimal footprint, per resource of their node.
+        admitted_min = [0] * R if susp else None
+        for rec in recs:
+            key = rec[10]
+            need = rec[4]
+            vres = vres_cache[key]
             if vres is None:
                 # filter() with a C-level predicate: no Python frame per resource.
-                vres = vres_cache[ck] = tuple(
-                    filter(violated.__getitem__, topo.resources(leaf, min_fp[k]))
-                )
+                vres = vres_cache[key] = tuple(filter(violated.__getitem__, resources_at(key)))
             for r in vres:
                 if room[r] < need:
-                    admitted[k] = False
-                    queued_at[k] = r
-                    binding[r] = True
                     break
             else:
                 for r in vres:
                     room[r] -= need
-        adm = [k for k in range(n_c) if admitted[k]]
+                admitted.append(rec)
+                if admitted_min is not None:
+                    for r in own[key]:
+                        admitted_min[r] += need
+                continue
+            # Queued at r, the first full resource on its way up.
+            binding[r] = True
+            text = queued_text[r]
+            if text is None:
+                n, g = divmod(r, 3)
+                text = queued_text[r] = f"queued: {nodes[n].label} full on {PHASE_NAMES[g]}"
+            sp = rec[11]
+            i = rec[2]
+            a = new(Allocation)  # Allocation(...) without the __init__ call: see _new
+            a.station_id = ids[i]
+            a.current = 0
+            a.phases = sp.phases if sp is not None else 3
+            a.decision = _QUEUED
+            a.reason = text
+            a.phase_switch = False
+            out[i] = a
+            n_queued += 1
     else:
-        adm = list(range(n_c))
+        admitted = recs
+    del recs, append  # freed while still in the cache (the bound append holds the list)
+
+    # Per admitted car (index k, in queue order), one column per field of its record.
+    prio_neg: tuple[int, ...] = ()
+    cand: tuple[int, ...] = ()
+    leaves: tuple[int, ...] = ()
+    lo_l: tuple[int, ...] = ()
+    hi_l: tuple[int, ...] = ()
+    hikind: tuple[int, ...] = ()
+    fpis: tuple[FPInfo, ...] = ()
+    fixed_mode: tuple[int, ...] = ()
+    returning: tuple[bool, ...] = ()
+    min_key: tuple[int, ...] = ()
+    sps: tuple[Setpoint | None, ...] = ()
+    if admitted:
+        (
+            prio_neg,
+            _arrival,
+            cand,
+            leaves,
+            lo_l,
+            hi_l,
+            hikind,
+            fpis,
+            fixed_mode,
+            returning,
+            min_key,
+            sps,
+        ) = zip(*admitted, strict=True)
+    del admitted
 
     # -- 3. reservations for cars that suspended themselves -----------------------------------
     reserved = [0] * R
     if susp:
-        susp.sort(key=lambda x: x[:3])
-        total = _aggregate(topo, leaves, min_fp, lo_l, adm) if queued_at else total
-        for _p, _a, i, st, leaf in susp:
-            ph = minimal_phases(st, settings)
-            fps = _FP.get((st.rotation._value_, st.drawn_phases))
-            if fps is None:
-                fps = _footprints(st.rotation._value_, st.drawn_phases)
-            fp = fps[1] if ph == 1 else fps[0]
+        susp.sort(key=_SUSP_ORDER)
+        # What the admitted cars take at their minimal footprint.
+        if n_queued:
+            assert admitted_min is not None
+            topo.sum_up(admitted_min)
+            total = admitted_min
+        res_memo = topo.res_memo
+        for _p, _a, i, st, key, ph in susp:
             need = st.min_current
-            res = topo.resources(leaf, fp)
-            if all(total[r] + need <= cap[r] for r in res):
+            res = res_memo.get(key) or topo.resources_at(key)
+            for r in res:
+                if total[r] + need > cap[r]:
+                    out[i] = _off(
+                        st, _QUEUED, "suspended by the car: no room to reserve its minimum"
+                    )
+                    break
+            else:
                 for r in res:
                     cap[r] -= need
                     reserved[r] += need
@@ -489,8 +551,6 @@ def _allocate(
                     f"suspended by the car: {need} A reserved so that it can resume",
                     _switched(st, ph),
                 )
-            else:
-                out[i] = _off(st, _QUEUED, "suspended by the car: no room to reserve its minimum")
 
     # -- 4. phase mode, bottom-up -------------------------------------------------------------
     mode = [fm or 3 for fm in fixed_mode]
@@ -498,86 +558,52 @@ def _allocate(
         _choose_modes(
             topo,
             cap,
-            adm,
             leaves,
             lo_l,
             mode,
             fixed_mode,
             returning,
-            fp1s,
-            fp3s,
+            fpis,
+            min_key,
             settings.phase_switch_hysteresis,
         )
 
     # -- 5. water-filling per priority tier ---------------------------------------------------
-    # One pass over the admitted cars: their footprints, their load at the minimum (summed up
-    # the tree below) and their classes.
-    fps_k: list[tuple[int, ...]] = [()] * n_c  # set for admitted cars only
-    load = [0] * R
-    values = [0] * n_c
-    why: list[str] = [""] * n_c
-    class_of: dict[tuple[int, tuple[int, ...], int, int, int], int] = {}
-    cls_members: list[list[int]] = []
-    cls_key: list[tuple[int, tuple[int, ...], int, int, int]] = []
-    for k in adm:
-        leaf = leaves[k]
-        lo = lo_l[k]
-        fp = fps_k[k] = fp1s[k] if mode[k] == 1 else fp3s[k]
-        b = 3 * leaf
-        for g in fp:
-            load[b + g] += lo
-        key = (leaf, fp, lo, hi_l[k], -prio_neg[k])
-        c = class_of.get(key)
-        if c is None:
-            class_of[key] = c = len(cls_members)
-            cls_members.append([k])
-            cls_key.append(key)
-        else:
-            cls_members[c].append(k)
-    _sum_up(topo, load)
-    if cls_members:
-        water_fill(
-            nodes,
-            topo.resources,
-            cap,
-            load,
-            cls_key,
-            cls_members,
-            values,
-            why,
-            binding,
-            hikind,
-            shed_src,
-        )
+    load, values, why = water_fill(
+        topo,
+        cap,
+        leaves,
+        lo_l,
+        hi_l,
+        prio_neg,
+        mode,
+        fpis,
+        min_key,
+        hikind,
+        shed_src,
+        binding,
+    )
 
     # -- outputs ------------------------------------------------------------------------------
-    queued_text: dict[int, str] = {}
-    prefixed: dict[tuple[int, str], str] = {}  # reason texts are shared, not rebuilt per car
-    for k, (i, sp) in enumerate(zip(cand, sps, strict=True)):
-        if not admitted[k]:
-            r = queued_at[k]
-            text = queued_text.get(r)
-            if text is None:
-                n, g = divmod(r, 3)
-                text = queued_text[r] = f"queued: {nodes[n].label} full on {PHASE_NAMES[g]}"
-            out[i] = Allocation(ids[i], 0, sp.phases if sp is not None else 3, _QUEUED, text)
-            continue
-        ph = mode[k]
-        text = why[k]
-        if ph == 1 and fixed_mode[k] == 0:
-            g = fps_k[k][0]
-            pt = prefixed.get((g, text))
+    # Reason texts are shared, not rebuilt per car: the 1-phase ones per grid phase.
+    prefixed: tuple[dict[str, str], ...] = ({}, {}, {})
+    for i, sp, ph, text, value, fixed, fpi in zip(
+        cand, sps, mode, why, values, fixed_mode, fpis, strict=True
+    ):
+        if ph == 1 and not fixed:
+            g = fpi[1][0]
+            pt = prefixed[g].get(text)
             if pt is None:
-                pt = prefixed[(g, text)] = f"1-phase on {PHASE_NAMES[g]}, {text}"
+                pt = prefixed[g][text] = f"1-phase on {PHASE_NAMES[g]}, {text}"
             text = pt
-        out[i] = Allocation(
-            ids[i],
-            values[k],
-            ph,
-            _CHARGE,
-            text,
-            sp is not None and sp.current > 0 and sp.phases != ph,
-        )
+        a = new(Allocation)  # Allocation(...) without the __init__ call: see _new
+        a.station_id = ids[i]
+        a.current = value
+        a.phases = ph
+        a.decision = _CHARGE
+        a.reason = text
+        a.phase_switch = sp is not None and sp.current > 0 and sp.phases != ph
+        out[i] = a
 
     out_nodes: dict[str, NodeLoad] = {}
     for n, node in enumerate(nodes):
@@ -592,12 +618,13 @@ def _allocate(
             ),
             (binding[r], binding[r + 1], binding[r + 2]),
         )
-    return Plan(dict(zip(ids, out, strict=True)), out_nodes, warnings)  # type: ignore[arg-type]
+    allocations = dict(zip(ids, out, strict=True))
+    if len(allocations) != n_st:
+        raise ValueError("duplicate station ids")
+    return Plan(allocations, out_nodes, warnings)  # type: ignore[arg-type]
 
 
-def _footprints(
-    rot: tuple[int, int, int], drawn: frozenset[int] | None
-) -> tuple[tuple[int, ...], tuple[int, ...], int, int]:
+def _footprints(rot: tuple[int, int, int], drawn: frozenset[int] | None) -> FPInfo:
     """Grid phases of a car on 3 phases (sorted) and on 1 phase, and their bit masks."""
     fp3 = tuple(sorted(rot if drawn is None else [rot[p] for p in drawn]))
     fp1 = rot[:1]
@@ -605,34 +632,19 @@ def _footprints(
 
 
 # Footprints by (rotation, drawn phases): a handful of combinations, computed once.
-_FP: dict[
-    tuple[tuple[int, int, int], frozenset[int] | None],
-    tuple[tuple[int, ...], tuple[int, ...], int, int],
-] = {}
+_FP: dict[tuple[tuple[int, int, int], frozenset[int] | None], FPInfo] = {}
 #: The same for cars whose drawn phases are unknown, by the rotation's first grid phase.
 _FP_ALL = [_footprints(r.value, None) for r in sorted(PhaseRotation, key=lambda r: r.value[0])]
 
 #: A car that wants energy, as classified: (-priority, arrival, station position, parent node,
-#: min, max, why the max (HI_*), 3-phase footprint, 1-phase footprint, fixed phases (0: the
-#: engine chooses), returning to 3 phases, minimal footprint, its mask, current setpoint).
-_Rec = tuple[
-    int,
-    float,
-    int,
-    int,
-    int,
-    int,
-    int,
-    tuple[int, ...],
-    tuple[int, ...],
-    int,
-    bool,
-    tuple[int, ...],
-    int,
-    Setpoint | None,
-]
+#: min, max, why the max (HI_*), footprints, fixed phases (0: the engine chooses), returning to
+#: 3 phases, ``8 * parent node + mask`` of its minimal footprint (3 phases if fixed there,
+#: else 1), current setpoint).
+_Rec = tuple[int, float, int, int, int, int, int, FPInfo, int, bool, int, Setpoint | None]
 _ARRIVAL = operator.itemgetter(1)
 _NEG_PRIO = operator.itemgetter(0)
+#: Suspended cars in queue order: (-priority, arrival, station position).
+_SUSP_ORDER = operator.itemgetter(0, 1, 2)
 
 
 def _off(st: Station, decision: Decision, reason: str) -> Allocation:
@@ -646,48 +658,16 @@ def _switched(st: Station, phases: int) -> bool:
     return sp is not None and sp.current > 0 and sp.phases != phases
 
 
-def _aggregate(
-    topo: Topology,
-    leaves: Sequence[int],
-    fps: Sequence[tuple[int, ...]],
-    amounts: Sequence[int],
-    which: Sequence[int] | range,
-) -> list[int]:
-    """Per resource, the sum of ``amounts[k]`` on grid phases ``fps[k]`` of the cars ``which``
-    at every node from their parent node up to the root."""
-    acc = [0] * (3 * len(topo.nodes))
-    for k in which:
-        base = 3 * leaves[k]
-        a = amounts[k]
-        for g in fps[k]:
-            acc[base + g] += a
-    _sum_up(topo, acc)
-    return acc
-
-
-def _sum_up(topo: Topology, acc: list[int]) -> None:
-    """Add every node's per-resource amounts to its ancestors' (in place), children first."""
-    parent = topo.parent
-    for n in reversed(topo.order):
-        p = parent[n]
-        if p >= 0:
-            r, q = 3 * n, 3 * p
-            acc[q] += acc[r]
-            acc[q + 1] += acc[r + 1]
-            acc[q + 2] += acc[r + 2]
-
-
 def _choose_modes(
     topo: Topology,
     cap: list[int],
-    adm: list[int],
     leaves: Sequence[int],
     lo: Sequence[int],
     mode: list[int],
     fixed_mode: Sequence[int],
     returning: Sequence[bool],
-    fp1s: Sequence[tuple[int, ...]],
-    fp3s: Sequence[tuple[int, ...]],
+    fpis: Sequence[FPInfo],
+    min_key: Sequence[int],
     hyst: int,
 ) -> None:
     """Step 4: switch cars to 1 phase where their 3-phase minimums do not fit (in place).
@@ -707,68 +687,104 @@ def _choose_modes(
     sw3 = [0] * R
     sw1 = [0] * R
     direct = [0] * R  # per node's own resources: its cars' minimums in their current mode
-    for k in adm:
-        leaf = leaves[k]
-        base = 3 * leaf
-        if mode[k] == 1:
-            direct[base + fp1s[k][0]] += lo[k]
+    # What cars on all three phases add to each of them, per node (spread out below).
+    sw3_all = [0] * n_nodes
+    direct_all = [0] * n_nodes
+    keys = topo.keys
+    own = topo.own
+    for k, m, low, ret, fixed, key, leaf, fpi in zip(
+        count(), mode, lo, returning, fixed_mode, min_key, leaves, fpis
+    ):
+        if m == 1:
+            direct[own[key][0]] += low  # fixed on 1 phase: its minimal footprint
             continue
+        mask3 = fpi[2]
         # Returning to 3 phases must fit with headroom, or the next wobble switches back.
-        a = lo[k] + hyst if returning[k] else lo[k]
-        if fixed_mode[k]:
-            for g in fp3s[k]:
-                direct[base + g] += a
+        a = low + hyst if ret else low
+        if fixed:
+            if mask3 == 7:
+                direct_all[leaf] += a
+            else:
+                for r in own[keys[leaf][mask3]]:
+                    direct[r] += a
             continue
-        for g in fp3s[k]:
-            sw3[base + g] += a
-        sw1[base + fp1s[k][0]] += lo[k]
+        if mask3 == 7:
+            sw3_all[leaf] += a
+        else:
+            for r in own[keys[leaf][mask3]]:
+                sw3[r] += a
+        sw1[own[key][0]] += low  # its minimal footprint: 1 phase
         cars = switchable[leaf]
         if cars is None:
             switchable[leaf] = [k]
         else:
             cars.append(k)
-    for r in range(R):
-        direct[r] += sw3[r]
+    for n in range(n_nodes):
+        a = direct_all[n]
+        if a:
+            r = 3 * n
+            direct[r] += a
+            direct[r + 1] += a
+            direct[r + 2] += a
+        a = sw3_all[n]
+        if a:
+            r = 3 * n
+            sw3[r] += a
+            sw3[r + 1] += a
+            sw3[r + 2] += a
+    direct = list(map(operator.add, direct, sw3))
     agg = list(direct)
-    _sum_up(topo, agg)
-    if all(agg[r] <= cap[r] for r in range(3 * n_nodes)):
+    topo.sum_up(agg)
+    if all(map(operator.le, agg, cap)):
         return
 
     children = topo.children
-
-    def rebuild(m: int) -> tuple[int, int, int]:
-        """Node m's aggregate from its own cars and its children's aggregates."""
-        r = 3 * m
-        a0, a1, a2 = direct[r], direct[r + 1], direct[r + 2]
-        for c in children[m]:
-            q = 3 * c
-            a0 += agg[q]
-            a1 += agg[q + 1]
-            a2 += agg[q + 2]
-        agg[r], agg[r + 1], agg[r + 2] = a0, a1, a2
-        return a0, a1, a2
-
-    def recompute(sub: list[int]) -> None:
-        for m in reversed(sub):
-            rebuild(m)
-
-    # Children first. A node's aggregate is rebuilt from its own cars and its children's
-    # (final) aggregates when it is visited, so switches below are already seen.
+    parent = topo.parent
+    # A node's aggregate is its own cars' plus its children's. It changes only when cars in
+    # its subtree switch; then what they change is added to the node's aggregate at once, and
+    # its ancestors are marked to be rebuilt when the walk (children first) reaches them. (The
+    # aggregates inside a switched subtree go stale: they are never read again, as their
+    # parents were visited already and the subtree is all on 1 phase from then on.)
+    dirty = [False] * n_nodes
     for n in reversed(topo.order):
         r = 3 * n
-        a0, a1, a2 = rebuild(n)
+        if dirty[n]:
+            a0, a1, a2 = direct[r], direct[r + 1], direct[r + 2]
+            for c in children[n]:
+                q = 3 * c
+                a0 += agg[q]
+                a1 += agg[q + 1]
+                a2 += agg[q + 2]
+            agg[r], agg[r + 1], agg[r + 2] = a0, a1, a2
+        else:
+            a0, a1, a2 = agg[r], agg[r + 1], agg[r + 2]
         if a0 <= cap[r] and a1 <= cap[r + 1] and a2 <= cap[r + 2]:
             continue
         # The seed's group rule: the whole node goes to 1 phase, not just some of its cars
         # (a car left on 3 phases among 1-phase ones would get three times the power).
-        sub = topo.subtree(n)
-        for m in sub:
+        switched = False
+        for m in topo.subtree(n):
             cars = switchable[m]
             if cars is None:
                 continue  # no switchable cars, or switched already
             switchable[m] = None
-            for r in range(3 * m, 3 * m + 3):
-                direct[r] += sw1[r] - sw3[r]
+            switched = True
+            q = 3 * m
+            d0 = sw1[q] - sw3[q]
+            d1 = sw1[q + 1] - sw3[q + 1]
+            d2 = sw1[q + 2] - sw3[q + 2]
+            direct[q] += d0
+            direct[q + 1] += d1
+            direct[q + 2] += d2
+            a0 += d0
+            a1 += d1
+            a2 += d2
             for k in cars:
                 mode[k] = 1
-        recompute(sub)
+        if not switched:
+            continue
+        agg[r], agg[r + 1], agg[r + 2] = a0, a1, a2
+        p = parent[n]
+        while p >= 0 and not dirty[p]:
+            dirty[p] = True
+            p = parent[p]
