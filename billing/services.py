@@ -28,6 +28,7 @@ from stations.models import (
     Station,
     StationCommand,
 )
+from stations.services import auto_car_detection_set
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,11 @@ def station_auth_mode_set(
     previous = (station.auth_mode, station.third_party_url, station.auto_car_detection)
     station.auth_mode = mode
     station.third_party_url = third_party_url if mode == AuthMode.THIRD_PARTY else ""
-    if auto_car_detection is not None:
-        station.auto_car_detection = auto_car_detection
+    # Car detection is a station setting with a vendor key of its own: switched through the
+    # stations service below (which sends the key and guards CarID), not set here.
+    car_detection_change = (
+        auto_car_detection is not None and auto_car_detection != station.auto_car_detection
+    )
     try:
         station.full_clean(exclude=["password_hash", "organization"])
     except ValidationError as exc:
@@ -190,8 +194,19 @@ def station_auth_mode_set(
         mode == AuthMode.THIRD_PARTY and previous[1] != station.third_party_url
     )
     with transaction.atomic():
-        station.save(update_fields=["auth_mode", "third_party_url", "auto_car_detection"])
-        commands = [
+        station.save(update_fields=["auth_mode", "third_party_url"])
+        commands = []
+        if car_detection_change:
+            try:
+                commands.append(
+                    auto_car_detection_set(
+                        station=station, enabled=auto_car_detection, requested_by=requested_by
+                    )
+                )
+            except DomainError:  # CarID in use: nothing changes (the page says why)
+                station.auth_mode, station.third_party_url, station.auto_car_detection = previous
+                raise
+        commands += [
             configuration_set(station=station, key=key, value=value, requested_by=requested_by)
             for key, value in auth_mode_configuration(mode, station.third_party_url).items()
         ]

@@ -111,10 +111,11 @@ def acknowledgements_record(states: Iterable[ConnectorSetpoint], now: datetime) 
     waiting = {s.sent_command_id: s for s in states if s.sent_command_id is not None}
     if not waiting:
         return
-    for command_id, status, finished_at in StationCommand.objects.filter(
-        pk__in=waiting
-    ).values_list("pk", "status", "finished_at"):
-        state = waiting[command_id]
+    answered = StationCommand.objects.filter(pk__in=waiting).values_list(
+        "pk", "status", "finished_at"
+    )
+    for command_id, status, finished_at in answered:
+        state = waiting.pop(command_id)
         if status == CommandStatus.ACCEPTED:
             state.accepted_current = state.sent_current
             state.accepted_phases = state.sent_phases
@@ -125,11 +126,9 @@ def acknowledgements_record(states: Iterable[ConnectorSetpoint], now: datetime) 
         elif status in FAILED:
             state.unresponsive_since = state.unresponsive_since or (finished_at or now)
             state.sent_command_id = None
-    # A command deleted meanwhile (station deleted, log purged) is no answer.
-    for command_id in set(waiting) - set(
-        StationCommand.objects.filter(pk__in=waiting).values_list("pk", flat=True)
-    ):
-        waiting[command_id].sent_command_id = None
+    # Left over: commands deleted meanwhile (station deleted, log purged): no answer will come.
+    for state in waiting.values():
+        state.sent_command_id = None
 
 
 def _larger(a: engine.Setpoint | None, b: engine.Setpoint | None) -> engine.Setpoint | None:

@@ -163,3 +163,40 @@ class TestAuthMode:
         assert [c.payload for c in commands] == [
             {"key": "CentralSystemUrl", "value": "ws://b.example/"}
         ]
+
+
+class TestCarDetectionThroughTheAccessPage:
+    def test_switch_sends_the_vendor_key_like_the_station_page(self, tenants, open_station):
+        station_auth_mode_set(
+            station=open_station, mode="backend", auto_car_detection=True, check_reachable=False
+        )
+        open_station.refresh_from_db()
+        assert open_station.auto_car_detection
+        keys = dict(
+            ConfigurationKey.objects.filter(station=open_station).values_list("key", "value")
+        )
+        assert keys["AutoCarDetection"] == "true"
+
+    def test_switching_off_while_carid_is_used_changes_nothing(self, tenants, open_station):
+        from tests.billing.factories import VehicleFactory
+
+        open_station.auto_car_detection = True
+        open_station.save()
+        VehicleFactory(user=tenants.driver, car_id="CAFE1234")
+        ChargingSession.objects.create(
+            station=open_station,
+            connector_id=1,
+            id_tag="CAFE1234",
+            meter_start=0,
+            started_at=START,
+            station_started_at=START,
+            idempotency_key="carid",
+            status="completed",
+            user_id_ref=tenants.driver.pk,
+        )
+        with pytest.raises(DomainError, match="CarID is in use"):
+            station_auth_mode_set(
+                station=open_station, mode="none", auto_car_detection=False, check_reachable=False
+            )
+        open_station.refresh_from_db()
+        assert open_station.auto_car_detection and open_station.auth_mode == "backend"
