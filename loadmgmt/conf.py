@@ -48,3 +48,9 @@ def samples_keep_hours() -> float:
 def sample_every_seconds() -> float:
     """Node load samples for the chart: at most one per node this often."""
     return _get("LOADMGMT_SAMPLE_EVERY_SECONDS", 30.0)
+
+
+def live_push_seconds() -> float:
+    """Browsers get the live view at most this often per organization: the first change at
+    once, the newest state of a burst at the end of the interval (0: after every recompute)."""
+    return _get("LOADMGMT_LIVE_PUSH_SECONDS", 1.0)

@@ -270,6 +270,54 @@ def summary_get(organization_id: int) -> Summary | None:
     return cache.get(_key(organization_id))
 
 
+def _pushed_key(organization_id: int) -> str:
+    return f"loadmgmt:live-pushed:{organization_id}"
+
+
+def _trailing_key(organization_id: int) -> str:
+    return f"loadmgmt:live-trailing:{organization_id}"
+
+
+def publish(organization, summary: Summary, data: dict) -> None:
+    """Keep the summary for page loads and push it to the organization's browsers.
+
+    Rendering the table costs about as much as the recompute's reads, and a car's arrival
+    causes several recomputes within a second: the first change is pushed at once, later
+    ones within ``LOADMGMT_LIVE_PUSH_SECONDS`` are merged into one push of the newest state
+    at the end of the interval (a Celery task), so browsers never miss the final state."""
+    from loadmgmt import conf
+    from loadmgmt.tasks import eager, loadmgmt_live_push
+
+    summary_store(organization.pk, summary)
+    interval = conf.live_push_seconds()
+    if interval <= 0 or eager() or cache.add(_pushed_key(organization.pk), 1, timeout=interval):
+        _push(organization, summary, data)
+    elif cache.add(_trailing_key(organization.pk), 1, timeout=interval + 30):
+        loadmgmt_live_push.apply_async((organization.pk,), countdown=interval)
+
+
+def publish_latest(organization) -> None:
+    """The trailing push: the newest stored summary (the interval starts again)."""
+    from loadmgmt import conf
+
+    cache.delete(_trailing_key(organization.pk))  # first: a later change schedules again
+    cache.set(_pushed_key(organization.pk), 1, timeout=max(conf.live_push_seconds(), 0.1))
+    summary = summary_get(organization.pk)
+    if summary is not None:
+        _push(organization, summary, {})
+
+
+def _push(organization, summary: Summary, data: dict) -> None:
+    from portal.live import org_group, push
+
+    push(
+        org_group(organization.pk),
+        "load.changed",
+        data=data,
+        fragments={"load-live": fragment(organization, summary)},
+    )
+
+
 def fragment(organization, summary: Summary | None) -> str:
     """The live part of the page (pushed after every recompute)."""
     return render_to_string("loadmgmt/_live.html", {"organization": organization, "live": summary})

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -507,8 +507,16 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
         {pk: s.label for pk, s in inputs.station_rows.items()},
         now,
     )
-    live.summary_store(organization_id, summary)
-    _push(organization, report, summary)
+    live.publish(
+        organization,
+        summary,
+        {
+            "stations": report.stations,
+            "decreases": report.sent_decreases,
+            "increases": report.sent_increases,
+            "held": report.increases_held,
+        },
+    )
     return report
 
 
@@ -562,19 +570,41 @@ def _save(states: Iterable[ConnectorSetpoint]) -> None:
             s.pk = ids.get((s.station_id, s.connector_id))
         changed += [s for s in new if s.pk is not None]
     if changed:
-        # One small UPDATE of the changed columns per row: much cheaper for Django to build
-        # than bulk_update's CASE per column, and a handful of rows change per event.
-        with transaction.atomic():
-            for state in changed:
-                before = getattr(state, "_saved", None)
-                now = _fingerprint(state)
-                values = {
-                    f: v
-                    for i, (f, v) in enumerate(zip(SAVED_FIELDS, now, strict=True))
-                    if before is None or before[i] != v
-                }
-                ConnectorSetpoint.objects.filter(pk=state.pk).update(**values)
+        _update_changed_columns(changed)
     _remember(changed)
+
+
+def _update_changed_columns(states: list[ConnectorSetpoint]) -> None:
+    """One UPDATE of just the changed columns per row, rows with the same changed columns
+    sent together (``executemany``: psycopg pipelines them in one round trip). Django's
+    ``bulk_update`` builds a CASE per column and costs more in Python than a handful of
+    rows is worth; one ``.update()`` per row costs a round trip each (20 ms for 35 rows)."""
+    by_columns: dict[tuple[str, ...], list[list]] = {}
+    for state in states:
+        before = getattr(state, "_saved", None)
+        now = _fingerprint(state)
+        columns = tuple(
+            f for i, f in enumerate(SAVED_FIELDS) if before is None or before[i] != now[i]
+        )
+        by_columns.setdefault(columns, []).append(
+            [_db_value(state, f) for f in columns] + [state.pk]
+        )
+    table = connection.ops.quote_name(ConnectorSetpoint._meta.db_table)
+    pk = connection.ops.quote_name(ConnectorSetpoint._meta.pk.column)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for columns, rows in by_columns.items():
+            assignments = ", ".join(
+                f"{connection.ops.quote_name(_COLUMNS[f])} = %s" for f in columns
+            )
+            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {pk} = %s", rows)
+
+
+_COLUMNS = {f: ConnectorSetpoint._meta.get_field(f).column for f in SAVED_FIELDS}
+
+
+def _db_value(state: ConnectorSetpoint, name: str):
+    field_ = ConnectorSetpoint._meta.get_field(name)
+    return field_.get_db_prep_save(getattr(state, field_.attname), connection)
 
 
 # --- 4. record and show --------------------------------------------------------------------
@@ -604,20 +634,4 @@ def _samples_record(
         )
         for node in nodes
         if node.id in plan.nodes
-    )
-
-
-def _push(organization: Organization, report: Report, summary: live.Summary) -> None:
-    from portal.live import org_group, push
-
-    push(
-        org_group(organization.pk),
-        "load.changed",
-        data={
-            "stations": report.stations,
-            "decreases": report.sent_decreases,
-            "increases": report.sent_increases,
-            "held": report.increases_held,
-        },
-        fragments={"load-live": live.fragment(organization, summary)},
     )

@@ -39,7 +39,8 @@ def _scheduled_key(organization_id: int) -> str:
     return f"loadmgmt:scheduled:{organization_id}"
 
 
-def _eager() -> bool:
+def eager() -> bool:
+    """Celery runs tasks in the caller (the embedded default, tests): no broker, no timers."""
     return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
 
 
@@ -49,7 +50,7 @@ def _dirty_key(organization_id: int) -> str:
 
 def recompute_soon(organization_id: int) -> None:
     """Ask for a recompute of the organization (cheap: called on the OCPP path)."""
-    if _eager():
+    if eager():
         with _due_lock:
             _due.add(organization_id)
         return
@@ -81,7 +82,7 @@ def recompute_locked(organization_id: int):
     token = uuid.uuid4().hex
     lock = _lock_key(organization_id)
     if not cache.add(lock, token, timeout=LOCK_SECONDS):
-        if _eager():
+        if eager():
             with _due_lock:
                 _due.add(organization_id)
         return None  # the holder sees the dirty mark and runs again
@@ -90,13 +91,13 @@ def recompute_locked(organization_id: int):
         for _ in range(1 + MAX_RERUNS):
             cache.delete(_dirty_key(organization_id))
             report = recompute(organization_id)
-            if _eager() or not cache.get(_dirty_key(organization_id)):
+            if eager() or not cache.get(_dirty_key(organization_id)):
                 break
     finally:
         if cache.get(lock) == token:
             cache.delete(lock)
     # A change that came after the last look and found the lock still held: run for it.
-    if not _eager() and cache.get(_dirty_key(organization_id)):
+    if not eager() and cache.get(_dirty_key(organization_id)):
         _schedule(organization_id)
     return report
 
@@ -107,6 +108,17 @@ def loadmgmt_recompute(organization_id: int) -> int:
     cache.delete(_scheduled_key(organization_id))
     report = recompute_locked(organization_id)
     return report.stations if report else 0
+
+
+@shared_task
+def loadmgmt_live_push(organization_id: int) -> None:
+    """The merged push of a burst of recomputes (see ``live.publish``)."""
+    from loadmgmt.live import publish_latest
+    from portal.models import Organization
+
+    organization = Organization.objects.filter(pk=organization_id).first()
+    if organization is not None:
+        publish_latest(organization)
 
 
 @shared_task

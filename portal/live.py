@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from portal.layer import group_send
 
 
 def org_group(organization_id: int) -> str:
@@ -40,9 +41,7 @@ def push(
     message = _message(event, data, fragments)
 
     def send() -> None:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(group, message)
+        group_send(group, message)
 
     transaction.on_commit(send)
 

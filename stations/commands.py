@@ -11,13 +11,10 @@ commands nobody claimed as ``offline``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 from ocpp.charge_point import camel_to_snake_case
@@ -26,6 +23,7 @@ from ocpp.messages import Call, _validate_payload
 from ocpp.v16 import call as v16_call
 
 from portal.errors import DomainError
+from portal.layer import group_send, group_send_many
 from portal.models import User
 from stations.live import station_event
 from stations.models import CommandStatus, ConfigurationKey, Station, StationCommand
@@ -80,11 +78,7 @@ def command_validate(action: str, payload: dict[str, Any]) -> None:
 
 
 def _notify(station_id: int, command_id: int) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(
-            station_group(station_id), {"type": "ocpp.command", "command_id": command_id}
-        )
+    group_send(station_group(station_id), {"type": "ocpp.command", "command_id": command_id})
 
 
 def command_send(
@@ -266,22 +260,10 @@ def commands_send_bulk(
     pending = [(c.station_id, c.pk) for c in commands if c.status == CommandStatus.PENDING]
 
     def deliver() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-
-        async def send_all() -> None:
-            # Concurrently: each group_send is a few Redis round trips.
-            await asyncio.gather(
-                *(
-                    layer.group_send(
-                        station_group(station_id), {"type": "ocpp.command", "command_id": cid}
-                    )
-                    for station_id, cid in pending
-                )
-            )
-
-        async_to_sync(send_all)()
+        group_send_many(
+            (station_group(station_id), {"type": "ocpp.command", "command_id": cid})
+            for station_id, cid in pending
+        )
 
     if pending:
         transaction.on_commit(deliver)
@@ -293,8 +275,6 @@ def station_reconnect_request(station_id: int) -> None:
     reconnects (e.g. its authentication mode changed between relayed and served here)."""
 
     def send() -> None:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(station_group(station_id), {"type": "ocpp.reconnect"})
+        group_send(station_group(station_id), {"type": "ocpp.reconnect"})
 
     transaction.on_commit(send)

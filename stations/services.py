@@ -806,10 +806,8 @@ def station_delete_confirmed(*, station: Station, typed_name: str) -> None:
     """Delete the station and all its data once the owner typed its name; then the
     connection holding its socket (any process) closes it. Issued invoices keep their lines
     (billing copies the station's name; the session link is cleared)."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
     from portal.errors import DomainError
+    from portal.layer import group_send
     from stations import commands
 
     expected = station.label
@@ -822,11 +820,7 @@ def station_delete_confirmed(*, station: Station, typed_name: str) -> None:
         station.delete()
 
     def disconnect() -> None:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(
-                commands.station_group(station_id), {"type": "ocpp.deleted"}
-            )
+        group_send(commands.station_group(station_id), {"type": "ocpp.deleted"})
         from portal.live import org_group, push
 
         push(org_group(organization.pk), "station.deleted", data={"station": station_id})

@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from loadmgmt import hooks, tasks
+from loadmgmt import hooks, live, tasks
 from loadmgmt.models import ConnectorSetpoint, StationInputs
 from loadmgmt.recompute import recompute
 from stations.events import StationEvent
@@ -282,6 +282,36 @@ def test_recompute_pushes_the_live_fragment(tenants, group, monkeypatch):
     recompute(tenants.a.pk)
     [(_group, event, kw)] = pushed
     assert event == "load.changed" and 'id="load-live"' in kw["fragments"]["load-live"]
+
+
+def test_with_a_broker_a_burst_of_recomputes_is_pushed_once_then_its_newest_state(
+    tenants, group, settings, monkeypatch
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.LOADMGMT_LIVE_PUSH_SECONDS = 5.0
+    pushed, scheduled = [], []
+    monkeypatch.setattr(
+        "portal.live.push", lambda group, event, **kw: pushed.append(kw["fragments"]["load-live"])
+    )
+    monkeypatch.setattr(
+        tasks.loadmgmt_live_push, "apply_async", lambda args, **kw: scheduled.append((args, kw))
+    )
+    first, second, third = stations_of(group)[:3]
+    arrive(first)
+    recompute(tenants.a.pk)  # pushed at once
+    arrive(second)
+    recompute(tenants.a.pk)  # within the interval: one trailing push scheduled
+    arrive(third)
+    recompute(tenants.a.pk)  # merged into the same trailing push
+    assert len(pushed) == 1
+    assert scheduled == [((tenants.a.pk,), {"countdown": 5.0})]
+    newest = live.fragment(tenants.a, live.summary_get(tenants.a.pk))
+    assert newest != pushed[0]
+    tasks.loadmgmt_live_push(tenants.a.pk)  # the worker runs it 5 s later
+    assert pushed[1:] == [newest]
+    # The interval starts again: the next change is merged into a new trailing push.
+    recompute(tenants.a.pk)
+    assert len(pushed) == 2 and len(scheduled) == 2
 
 
 def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
