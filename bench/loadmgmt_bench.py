@@ -237,7 +237,13 @@ async def latency_events(args: argparse.Namespace, org_id: int, port: int) -> di
             if agg["last"] is None:
                 continue
             events.append(
-                {"kind": kind, "ms": (agg["last"] - t0).total_seconds() * 1000, "profiles": count}
+                {
+                    "n": len(events),
+                    "kind": kind,
+                    "at": t0.strftime("%H:%M:%S.%f")[:-3],
+                    "ms": round((agg["last"] - t0).total_seconds() * 1000, 1),
+                    "profiles": count,
+                }
             )
         ms = [e["ms"] for e in events]
         changed = [e["profiles"] for e in events]
@@ -247,8 +253,11 @@ async def latency_events(args: argparse.Namespace, org_id: int, port: int) -> di
             "line_a": args.line,
             "events": len(events),
             "p50_ms": round(pct(ms, 50), 1),
+            "p90_ms": round(pct(ms, 90), 1),
             "p99_ms": round(pct(ms, 99), 1),
             "max_ms": round(max(ms), 1),
+            # The tail, to read with the worker's step timings (LMBENCH_WORKER_LOG=info).
+            "slowest": sorted(events, key=lambda e: -e["ms"])[:5],
             "profiles_per_event_median": sorted(changed)[len(changed) // 2],
             "charging_at_end": sum(1 for s in states if s.decision == "charge"),
             "waiting_at_end": sum(1 for s in states if s.decision == "queued"),

@@ -15,7 +15,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from ocpp.charge_point import camel_to_snake_case
 from ocpp.exceptions import OCPPError
@@ -133,13 +133,53 @@ def configuration_set(
 
 def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
     """Claim a pending command for this connection; (action, payload) or None if taken."""
-    now = timezone.now()
-    claimed = StationCommand.objects.filter(
-        pk=command_id, station_id=station_id, status=CommandStatus.PENDING, sent_at__isnull=True
-    ).update(sent_at=now)
-    if not claimed:
+    return _update_returning(
+        command_id,
+        {"sent_at": timezone.now()},
+        ("action", "payload"),
+        where={"station": station_id, "status": CommandStatus.PENDING, "sent_at": None},
+    )
+
+
+def _update_returning(
+    command_id: int,
+    values: dict[str, Any],
+    returning: tuple[str, ...],
+    where: dict[str, Any],
+) -> tuple | None:
+    """UPDATE one command row (if it matches ``where``; ``None`` means IS NULL) and read
+    columns of it in the same statement: PostgreSQL and SQLite (3.35+) both have RETURNING.
+    Every command is claimed and finished on the OCPP path, and a second query to read the
+    row back cost as much as the update (load management sends many setpoints a second)."""
+    meta = StationCommand._meta
+    quote = connection.ops.quote_name
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    conditions, params = [f"{quote(meta.pk.column)} = %s"], [command_id]
+    for name, value in where.items():
+        if value is None:
+            conditions.append(f"{column(name)} IS NULL")
+        else:
+            conditions.append(f"{column(name)} = %s")
+            params.append(value)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{column(n)} = %s' for n in values)}"
+        f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(column(n) for n in returning)}"
+    )
+    prepared = [meta.get_field(n).get_db_prep_save(v, connection) for n, v in values.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*prepared, *params])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return StationCommand.objects.values_list("action", "payload").get(pk=command_id)
+    return tuple(
+        meta.get_field(name).from_db_value(value, None, connection)
+        if isinstance(meta.get_field(name), models.JSONField)
+        else value
+        for name, value in zip(returning, row, strict=True)
+    )
 
 
 def command_refuse(command_id: int, station_id: int, error: str) -> dict[str, str] | None:
@@ -210,22 +250,30 @@ def command_finish(
     from stations.live import commands_fragment
 
     now = timezone.now()
-    updated = StationCommand.objects.filter(pk=command_id, finished_at__isnull=True).update(
-        status=status, response=response, error=error[:255], finished_at=now
+    row = _update_returning(
+        command_id,
+        {"status": status, "response": response, "error": error[:255], "finished_at": now},
+        ("action", "requested_by", "station", "payload"),
+        where={"finished_at": None},
     )
-    command = StationCommand.objects.select_related("station__organization").get(pk=command_id)
-    if command.action == "SetChargingProfile" and command.requested_by_id is None:
+    updated = row is not None
+    if row is None:  # finished before (e.g. a late answer after a time-out): only show it
+        row = StationCommand.objects.values_list(
+            "action", "requested_by_id", "station_id", "payload"
+        ).get(pk=command_id)
+    action, requested_by_id, station_id, payload = row
+    if action == "SetChargingProfile" and requested_by_id is None:
         # Load management's setpoints (many per minute): its own view shows them; rendering
         # the station's command log for each would cost more than the command itself.
         return {}
-    if updated and command.action == "ChangeConfiguration":
-        key, value = command.payload.get("key"), command.payload.get("value")
+    if updated and action == "ChangeConfiguration":
+        key, value = payload.get("key"), payload.get("value")
         applied = status == CommandStatus.ACCEPTED
-        ConfigurationKey.objects.filter(station_id=command.station_id, key=key).update(
+        ConfigurationKey.objects.filter(station_id=station_id, key=key).update(
             last_result=(response or {}).get("status", status),
             **({"applied_value": value, "applied_at": now} if applied else {}),
         )
-    return commands_fragment(command.station)
+    return commands_fragment(Station.objects.select_related("organization").get(pk=station_id))
 
 
 def commands_expire_unclaimed(now: datetime, after_seconds: int) -> int:
