@@ -460,7 +460,9 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
             and state.sent_command_id is None
         ):
             retries.append((state, engine.Setpoint(st.fail_safe_current, 3)))
-    pending = _send(decreases + renewals + retries, inputs.station_rows, now, inputs.keep_last)
+    # Renewals and retries keep a setpoint as it is (the lease has half its time left):
+    # they go out after the changes, so that a car's arrival waits for none of them.
+    pending = _send(decreases, inputs.station_rows, now, inputs.keep_last)
     tick = report.mark("send_down", tick)
     report.sent_decreases, report.renewed = len(decreases), len(renewals) + len(retries)
     grouped = {id(x) for x in states.values()}
@@ -485,6 +487,10 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
         else:
             report.increases_held = True
             log.info("org %s: increases held until every decrease is accepted", organization_id)
+    if renewals or retries:
+        _send(renewals + retries, inputs.station_rows, timezone.now(), inputs.keep_last)
+        tick = report.mark("renew", tick)
+    if increases or renewals or retries:
         _save(states.values())
     _samples_record(organization, inputs.nodes, plan, now)
     report.seconds = time.monotonic() - started

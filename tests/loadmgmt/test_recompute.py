@@ -140,6 +140,37 @@ def test_increases_follow_at_once_when_the_decrease_is_accepted_in_time(
     assert limit(leases(s2).last()) == (16.0, 3)
 
 
+def test_renewals_go_out_after_the_changes(tenants, group, monkeypatch):
+    """A car's arrival waits for no lease renewal: the unchanged setpoints whose leases are
+    half over are re-sent after the decreases and the increases."""
+    s1, s2, s3, s4 = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    recompute(tenants.a.pk)  # the answers are read
+    half_over = timezone.now() + timedelta(seconds=10)
+    ConnectorSetpoint.objects.update(accepted_valid_to=half_over, sent_valid_to=half_over)
+    arrive(s2)
+    from loadmgmt import recompute as module
+
+    real_wait = module._wait_for
+
+    def answered(ids, seconds):
+        accept_all()
+        return real_wait(ids, seconds)
+
+    monkeypatch.setattr(module, "_wait_for", answered)
+    first = StationCommand.objects.order_by("-pk").values_list("pk", flat=True).first()
+    report = recompute(tenants.a.pk)
+    assert (report.sent_decreases, report.sent_increases, report.renewed) == (1, 1, 2)
+    sent = list(leases().filter(pk__gt=first).values_list("station_id", flat=True))
+    assert sent[:2] == [s1.pk, s2.pk]  # the decrease, then the increase
+    assert sorted(sent[2:]) == sorted([s3.pk, s4.pk])  # then the renewals (0 A, idle)
+    assert [limit(c) for c in leases().filter(pk__gt=first)] == [(16.0, 3), (16.0, 3)] + [
+        (0.0, 3)
+    ] * 2
+
+
 def test_a_rejecting_station_is_counted_at_its_last_accepted_limit(tenants, group):
     s1, s2, *_ = stations_of(group)
     arrive(s1, minutes_ago=10)
