@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from stations.credentials import AttemptLimits
+
 
 def _get(name: str, default: Any) -> Any:
     value = getattr(settings, name, None)
@@ -123,3 +125,17 @@ def relay_check_timeout() -> float:
 def event_hook_path() -> str:
     """Dotted path of the receiver of station events (see stations/events.py)."""
     return _get("OCPP_EVENT_HOOK", "loadmgmt.hooks.station_event")
+
+
+def auth_attempt_limits() -> AttemptLimits:
+    """Failed station passwords (stations/credentials.py): after ``OCPP_AUTH_MAX_FAILURES``
+    wrong or missing passwords for one identity, or ``OCPP_AUTH_MAX_FAILURES_PER_IP`` from one
+    address, within ``OCPP_AUTH_WINDOW`` seconds, handshakes are refused (429) for
+    ``OCPP_AUTH_BLOCK`` seconds. The per-address limit is higher because many stations of a
+    site often share one address."""
+    return AttemptLimits(
+        max_failures=int(_get("OCPP_AUTH_MAX_FAILURES", 10)),
+        max_failures_per_address=int(_get("OCPP_AUTH_MAX_FAILURES_PER_IP", 100)),
+        window=int(_get("OCPP_AUTH_WINDOW", 300)),
+        block=int(_get("OCPP_AUTH_BLOCK", 300)),
+    )

@@ -1,7 +1,8 @@
 """The OCPP endpoint ``/ocpp/<charge_point_id>``: one consumer per station connection.
 
-Handshake (before any upgrade): unknown identity → HTTP 404 (and recorded), missing or wrong
-Basic credentials → HTTP 401, through the ASGI websocket denial-response extension when the
+Handshake (before any upgrade): too many failed passwords for the identity or from the address
+→ HTTP 429 (stations/credentials.py), unknown identity → HTTP 404 (and recorded), missing or
+wrong Basic credentials → HTTP 401, through the ASGI websocket denial-response extension when the
 server offers it (Uvicorn does), else a close before accept (403). Subprotocol ``ocpp1.6``
 is selected when offered; otherwise the handshake completes without one and the socket is
 closed (OCPP-J 3.2).
@@ -27,9 +28,11 @@ import binascii
 import contextlib
 import dataclasses
 import logging
+import random
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
@@ -37,9 +40,9 @@ from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.v16 import call as v16_call
 
-from stations import commands, conf, services
+from stations import commands, conf, credentials, services
 from stations.centralsystem import CentralSystem
-from stations.dbcalls import db
+from stations.dbcalls import db, in_thread_context
 from stations.live import push_rendered
 from stations.models import CommandStatus
 from stations.relay import CLOSE_TRY_LATER, MANAGED_ELSEWHERE, Relay, RelayUnavailable
@@ -52,6 +55,8 @@ CLOSE_RECONNECT = 1012  # "service restart": reconnect
 CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 CLOSE_PROTOCOL = 1002
+# How long a command's result is retried while the database is away (see _record_outcome).
+RECORD_RETRY_SECONDS = 60.0
 
 
 class _Connection:
@@ -83,6 +88,12 @@ def _basic_credentials(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | 
     return None
 
 
+def _off_thread(fn):
+    """Run a cache call in a worker thread, not in Channels' single database thread (in the
+    thread's own context: one cache client per thread, not one per station, dbcalls)."""
+    return sync_to_async(in_thread_context(fn), thread_sensitive=False)
+
+
 class OcppConsumer(AsyncWebsocketConsumer):
     ref: services.StationRef | None = None
     cp: CentralSystem | None = None
@@ -101,6 +112,17 @@ class OcppConsumer(AsyncWebsocketConsumer):
         client = self.scope.get("client") or ("", 0)
         self.remote_addr = str(client[0] or "")
         identity = self.scope["url_route"]["kwargs"]["charge_point_id"].rstrip("/")
+        # Too many wrong passwords for this identity or from this address: refused before
+        # the database or the password is looked at (stations/credentials.py). The cache
+        # calls run off the database thread so a reconnect storm does not queue behind it.
+        attempts = await _off_thread(credentials.attempt_state)(identity, self.remote_addr)
+        if attempts.blocked:
+            await self.deny(
+                429,
+                "Too many failed authentication attempts; try again later.",
+                [(b"retry-after", str(attempts.retry_after).encode())],
+            )
+            return
         found = None
         if identity and "/" not in identity:
             found = await db(services.station_for_handshake)(identity)
@@ -109,16 +131,21 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.deny(404, "Unknown charge point identity.")
             return
         ref, password_hash = found
-        credentials = _basic_credentials(self.scope.get("headers", []))
+        basic = _basic_credentials(self.scope.get("headers", []))
         if (
-            credentials is None
-            or credentials[0] != ref.charge_point_id
-            or not services.password_matches(credentials[1], password_hash)
+            basic is None
+            or basic[0] != ref.charge_point_id
+            or not services.password_matches(basic[1], password_hash)
         ):
+            await _off_thread(credentials.attempt_failed)(
+                identity, self.remote_addr, conf.auth_attempt_limits()
+            )
             await self.deny(
                 401, "Wrong or missing credentials.", [(b"www-authenticate", b'Basic realm="OCPP"')]
             )
             return
+        if attempts.identity_failures:
+            await _off_thread(credentials.attempt_succeeded)(identity, attempts)
         if conf.SUBPROTOCOL not in self.scope.get("subprotocols", []):
             await self.accept()
             await self.close(code=CLOSE_PROTOCOL, reason="Subprotocol ocpp1.6 required.")
@@ -143,6 +170,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         )
         self._spawn(self._serve())
         self._spawn(self._after_connect())
+        self._spawn(self._keep_group())
 
     async def deny(
         self, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
@@ -169,6 +197,22 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def _keep_group(self) -> None:
+        """Join the station's group again every ``OCPP_GROUP_REFRESH_SECONDS`` (30).
+
+        Group membership lives in Redis: a Redis restart (or failover to an empty replica)
+        forgets it while this connection lives on, and every command and setpoint sent to
+        the group would then reach nobody until the station reconnects. channels_redis
+        also drops members after its ``group_expiry`` (a day). Joining is idempotent."""
+        every = float(conf._get("OCPP_GROUP_REFRESH_SECONDS", 30.0))
+        while True:
+            # Spread over the interval: stations that connected together do not refresh so.
+            await asyncio.sleep(every * (0.75 + 0.5 * random.random()))
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+            except Exception as exc:  # Redis away: the next round tries again
+                log.warning("%s: group not joined again: %r", self.ref.charge_point_id, exc)
 
     # --- frames -------------------------------------------------------------------------
 
@@ -204,10 +248,18 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self.first_message.set()
             now = time.monotonic()
             if now - self.last_seen_write >= conf.last_seen_write_every():
-                self.last_seen_write = now
-                came_back = await db(services.station_seen)(self.ref.id, timezone.now())
-                if came_back:
-                    self._spawn(self._resume())
+                try:
+                    came_back = await db(services.station_seen)(self.ref.id, timezone.now())
+                except Exception:
+                    # The database is away (restart, failover): liveness is written again
+                    # with the next message. Raising here would end the OCPP loop and drop
+                    # the connection for a write the message does not need; the message's
+                    # own handler answers InternalError if it needs the database.
+                    log.warning("%s: last_seen not written", self.ref.charge_point_id)
+                else:
+                    self.last_seen_write = now
+                    if came_back:
+                        self._spawn(self._resume())
         elif kind == "boot":
             self.booted.set()
             self.ref = dataclasses.replace(self.ref, registration_status=data["status"])
@@ -317,11 +369,32 @@ class OcppConsumer(AsyncWebsocketConsumer):
                     error,
                 )
             return
-        fragments = await db(commands.command_finish)(command_id, status, response, error)
+        fragments = await self._record_outcome(command_id, status, response, error)
         if fragments:
             await self._push(
                 "station.command", {"command": command_id, "status": status}, fragments
             )
+
+    async def _record_outcome(
+        self, command_id: int, status: str, response: dict | None, error: str
+    ) -> dict[str, str]:
+        """``command_finish``, retried while the database is away (a restart): the station
+        has answered and will not answer again, so a failed write would leave the command
+        claimed without a result for good. ``command_finish`` records only once."""
+        delay, deadline = 0.25, time.monotonic() + RECORD_RETRY_SECONDS
+        while True:
+            try:
+                return await db(commands.command_finish)(command_id, status, response, error)
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "%s: result of command %s not recorded yet, retrying",
+                    self.ref.charge_point_id if self.ref else "?",
+                    command_id,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
 
     # --- replacement and disconnect -------------------------------------------------------
 
@@ -357,20 +430,23 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await super().websocket_disconnect(message)
 
     async def _teardown(self) -> None:
-        if self.ref is None:
+        if self.ref is None or getattr(self, "_tearing_down", False):
             return
-        ref, self.ref = self.ref, None
+        self._tearing_down = True
+        ref = self.ref
         self.closing = True
+        # The station's tasks stop before anything else is awaited: they read self.ref (a
+        # handler finishing its database call while the channel layer was slow to answer
+        # here found it None), and the cancelled ones may still record their outcome.
+        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.ref = None
         if self.relay is not None:
             await self.relay.close()
         with contextlib.suppress(Exception):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        self.ref = ref  # the cancelled tasks may still record their outcome
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.ref = None
         fragments = await db(services.connection_closed)(ref.id, self.channel_name)
         if fragments is not None:
             with contextlib.suppress(Exception):

@@ -13,7 +13,9 @@ connection at a time, and each call here is awaited before the next.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -37,6 +39,26 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
+_thread = threading.local()
+
+
+def in_thread_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` in its worker thread's own (lasting) context, not in the copy of the
+    calling connection's that ``sync_to_async`` enters. Django keeps its cache clients per
+    context (asgiref ``Local``), each with a Redis connection of its own that nothing closes
+    on a websocket: in each connection's context, every station held a Redis client (10,000
+    stations: Redis's default limit of clients). Per thread, a process holds a few."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        context = getattr(_thread, "context", None)
+        if context is None:
+            context = _thread.context = contextvars.Context()
+        return context.run(fn, *args, **kwargs)
+
+    return run
+
+
 def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -47,7 +69,7 @@ def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
         finally:
             close_old_connections()
 
-    return run
+    return in_thread_context(run)
 
 
 def db(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
@@ -57,4 +79,4 @@ def db(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_pool())
 
 
-__all__ = ["db"]
+__all__ = ["db", "in_thread_context"]
