@@ -296,15 +296,16 @@ async def test_a_rising_house_load_and_then_a_stale_meter(house, fleet):
 
 
 async def test_a_station_that_rejects_profiles_is_counted_at_what_it_last_accepted(fleet):
-    """Station 1 stops accepting profiles while it charges at 10 A: the portal counts it at its
-    last accepted 10 A until its lease ends (then at its fail-safe), so the fourth car gets
+    """Station 1 stops accepting profiles while it charges at ~10 A: the portal counts it at
+    its last accepted current until its lease ends (then at its fail-safe), so the fourth car gets
     only what is left and the line is never overloaded; when it accepts again it takes part."""
     sims, stations, draw, _processes = fleet
     for i in range(3):
         await sims[i].plug_in(1, car(), id_tag="FREEVEND")
         await wait_until(settled(i, stations))
     state = await ConnectorSetpoint.objects.aget(station=stations[1])
-    assert (state.accepted_current, state.accepted_phases) == (10, 3)
+    held = state.accepted_current
+    assert state.accepted_phases == 3 and held in (10, 11)  # 32 A shared by three
 
     rejecting = sims[1]
     accepting = rejecting._set_profile
@@ -319,8 +320,8 @@ async def test_a_station_that_rejects_profiles_is_counted_at_what_it_last_accept
         return fourth if fourth.accepted_current == fourth.target_current else None
 
     fourth = await wait_until(counted_safely)
-    # The rejecting station still applies 10 A: the others share the 22 A left.
-    assert fourth.target_current <= LINE_A - 10
+    # The rejecting station still applies what it accepted: the others share what is left.
+    assert fourth.target_current <= (LINE_A - held) // 3
     assert max(draw.worst) <= LINE_A, draw.worst
 
     # It accepts again: offered its fail-safe first, then planned with the others.
