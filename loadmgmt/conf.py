@@ -61,3 +61,8 @@ def other_load_hold_seconds() -> float:
     value of this many seconds: longer than the stations' meter-value interval, so that the
     cars' lagging values never make the other loads look smaller than they are."""
     return _get("LOADMGMT_OTHER_LOAD_HOLD_SECONDS", 15.0)
+
+
+def meter_readings_rate() -> str:
+    """Readings a meter may post over REST from one address (DRF rate: count/period)."""
+    return _get("LOADMGMT_METER_READINGS_RATE", "1200/min")
