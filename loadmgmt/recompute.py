@@ -141,14 +141,27 @@ def _larger(a: engine.Setpoint | None, b: engine.Setpoint | None) -> engine.Setp
     return engine.Setpoint(max(a.current, b.current), max(a.phases, b.phases))
 
 
-def may_apply(state: ConnectorSetpoint) -> tuple[engine.Setpoint | None, datetime | None]:
-    """What the station may apply now and until when (None: no expiry known)."""
+def may_apply(
+    state: ConnectorSetpoint, *, now: datetime, fail_safe: int, keep_last: bool = False
+) -> tuple[engine.Setpoint | None, datetime | None]:
+    """What the station may apply now and until when (None: no expiry known).
+
+    A lease that has ended leaves the station on its fail-safe profile (3 phases): after the
+    worker was down, a station at 0 A with a 6 A fail-safe draws 6 A, and counting it at its
+    lapsed lease would give those amperes to its neighbours. After a boot or a reconnect it
+    is unknown whether the lease is still in force: the larger of both counts."""
+    fallback = engine.Setpoint(fail_safe, 3)
     accepted = (
         engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
         if state.accepted_current is not None
         else None
     )
     until = state.accepted_valid_to
+    if accepted is not None and not keep_last:
+        if until is None:
+            accepted = _larger(accepted, fallback)
+        elif until <= now:
+            accepted, until = fallback, None
     if state.sent_command_id is not None and state.sent_current is not None:
         sent = engine.Setpoint(state.sent_current, state.sent_phases or 3)
         accepted = _larger(accepted, sent)
@@ -333,7 +346,9 @@ def inputs_build(
                 drawn = frozenset(int(c) for c in state.drawn_phases)
         elif state.session_ref is not None:
             state.session_ref, state.drawn_phases = None, ""
-        setpoint, until = may_apply(state)
+        setpoint, until = may_apply(
+            state, now=now, fail_safe=kwargs["fail_safe_current"], keep_last=sid in keep_last
+        )
         if measured is not None and setpoint is not None:
             # The sample may be older than the station's last change: the car cannot draw
             # more than the station applies now. (Counting it higher would make the other

@@ -444,8 +444,37 @@ def test_a_cars_lagging_meter_values_count_at_most_what_its_station_applies(tena
         current_l3=16.0,
     )
     ConnectorSetpoint.objects.create(
-        station=s1, connector_id=1, accepted_current=8, accepted_phases=1
+        station=s1,
+        connector_id=1,
+        accepted_current=8,
+        accepted_phases=1,
+        accepted_valid_to=timezone.now() + timedelta(seconds=30),
     )
     inputs = inputs_build(tenants.a, timezone.now())
     [station] = [s for s in inputs.stations if s.id == f"s{s1.pk}c1"]
     assert station.measured == (8.0, 0.0, 0.0)
+
+
+def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, group):
+    """No renewal reached it (the worker was down): it is back on its fail-safe profile, here
+    6 A on three phases, whatever its lapsed lease said (0 A). After a reconnect, when it is
+    unknown whether the lease is still in force, the larger of both counts."""
+    from loadmgmt.recompute import inputs_build
+
+    s1 = stations_of(group)[0]
+    ConnectorSetpoint.objects.create(
+        station=s1,
+        connector_id=1,
+        accepted_current=0,
+        accepted_phases=3,
+        accepted_valid_to=timezone.now() - timedelta(seconds=1),
+    )
+    [station] = [
+        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
+    ]
+    assert (station.setpoint.current, station.setpoint.phases) == (6, 3)
+    ConnectorSetpoint.objects.update(accepted_current=16, accepted_phases=1, accepted_valid_to=None)
+    [station] = [
+        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
+    ]
+    assert (station.setpoint.current, station.setpoint.phases) == (16, 3)
