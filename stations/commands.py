@@ -286,6 +286,21 @@ def commands_expire_unclaimed(now: datetime, after_seconds: int) -> int:
     )
 
 
+def commands_expire_lost(now: datetime, after_seconds: float) -> int:
+    """Commands a connection claimed and sent but never recorded an outcome for: the process
+    holding the connection died (killed, out of memory) between sending and recording. After
+    the call time-out and the time a recorded answer is retried, no answer can come: → error,
+    so that nobody (load management, a page) waits for them for good."""
+    cutoff = now - timedelta(seconds=after_seconds)
+    return StationCommand.objects.filter(
+        status=CommandStatus.PENDING, sent_at__lt=cutoff, finished_at__isnull=True
+    ).update(
+        status=CommandStatus.ERROR,
+        finished_at=now,
+        error="The connection was lost before the station's answer was recorded.",
+    )
+
+
 def commands_send_bulk(
     items: list[tuple[Station, str, dict[str, Any]]],
     *,
