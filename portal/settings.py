@@ -56,22 +56,33 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
     "allauth",
     "allauth.account",
     "portal",
     "stations",
     "billing",
     "loadmgmt",
+    "auditlog",
+    "audit",
 ]
+# The audit trail (docs/ARCHITECTURE.md): django-auditlog writes our entry model, which carries
+# the organization so owners read their own through the tenant queryset.
+AUDITLOG_LOGENTRY_MODEL = "audit.AuditEntry"
+# auditlog's migrations would create its own, unused entry table (its migrations do not mark
+# it swappable); that table's key to users then breaks PostgreSQL's TRUNCATE in test flushes.
+MIGRATION_MODULES = {"auditlog": None}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.middleware.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -103,7 +114,12 @@ TEMPLATES = [
 # --- Database -----------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # Health checks: a connection kept open (CONN_MAX_AGE) is tested before its first use in
+    # each request or task, so one broken by a PostgreSQL restart is replaced at once instead
+    # of failing the first query after it (tests/resilience, docs/RESILIENCE.md).
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -202,13 +218,22 @@ ACCOUNT_USERNAME_MIN_LENGTH = 3
 ACCOUNT_USERNAME_VALIDATORS = "portal.models.account_name_validators"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Charging portal] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if not DEBUG else "http"
-# Repeated failed logins: at most 5 per account per 5 minutes, 20 per IP per minute; the
-# counters live in the cache, which is Redis (shared by all processes) in production.
+# Rate limits (allauth's format "<count>/<period>/<ip|key|user>"; key = the e-mail): failed
+# logins at most 5 per account per 5 minutes and 20 per IP per minute (then the form says
+# "Too many failed login attempts", even for the right password); login posts 30 per IP per
+# minute, sign-ups 10 per IP per minute and 50 per hour, password-reset mails 3 per address per
+# 15 minutes and 20 per IP per minute (the rest answer 429, templates/429.html). The counters
+# live in the cache: Redis, shared by all processes, in production. The client IP is
+# REMOTE_ADDR: behind a proxy run Uvicorn with --forwarded-allow-ips, or set
+# TRUSTED_PROXY_COUNT (docs/CONFIGURATION.md).
 ACCOUNT_RATE_LIMITS = {
     "login_failed": os.environ.get("LOGIN_FAILED_RATE", "20/m/ip,5/5m/key"),
-    "signup": "20/m/ip",
-    "reset_password": "20/m/ip,5/m/key",
+    "login": os.environ.get("LOGIN_RATE", "30/m/ip"),
+    "signup": os.environ.get("SIGNUP_RATE", "10/m/ip,50/h/ip"),
+    "reset_password": os.environ.get("PASSWORD_RESET_RATE", "20/m/ip,3/15m/key"),
+    "reset_password_from_key": "20/m/ip",
 }
+ALLAUTH_TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 
 # --- E-mail -------------------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
@@ -257,9 +282,24 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Documents the {error, detail} responses of every operation (portal/api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "portal.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"anon": "60/min", "token": "10/min"},
+    # Every endpoint: 120 requests a minute per IP without credentials (meters pushing readings
+    # over REST count here: raise API_ANON_RATE for many meters behind one address), 600 per
+    # user; the token exchange 10 a minute per IP (portal.api.views.TokenView). In the cache.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_ANON_RATE", "120/min"),
+        "user": os.environ.get("API_USER_RATE", "600/min"),
+        "token": os.environ.get("API_TOKEN_RATE", "10/min"),
+    },
+    "NUM_PROXIES": int(os.environ["TRUSTED_PROXY_COUNT"])
+    if os.environ.get("TRUSTED_PROXY_COUNT")
+    else None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Charging portal API",
@@ -271,11 +311,17 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI served from our own static files (drf-spectacular-sidecar), not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No badge from validator.swagger.io: it would send our schema's address to a third
+    # party and is refused by the content security policy anyway.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
 }
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
+# No script reads a cookie: htmx and Swagger UI get the CSRF token from the page.
+CSRF_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -285,9 +331,38 @@ if not DEBUG:
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^ocpp/"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    LANGUAGE_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# Content security policy (django-csp 4): scripts only from our own static files (no inline
+# scripts or handlers anywhere; htmx runs without eval), stylesheets only from our own files.
+# Style *attributes* stay allowed (style-src-attr): a few templates and htmx's settling set
+# them, and they can neither run script nor load from elsewhere (url() obeys img-src).
+# connect-src names the websocket origin too: older Safari does not count ws(s):// as 'self'.
+_SITE_HOST = SITE_URL.split("://", 1)[-1].split("/", 1)[0]
+_WS_ORIGIN = ("wss://" if SITE_URL.startswith("https://") else "ws://") + _SITE_HOST
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        # data: the station display previews (GIFs inlined by stations/views.py) and the icons
+        # Pico CSS and Swagger UI embed in their stylesheets.
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'", _WS_ORIGIN],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+if env_bool("CSP_REPORT_ONLY", False):
+    # To try a policy change on a live site first: violations are reported, nothing blocked.
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = CONTENT_SECURITY_POLICY
+    CONTENT_SECURITY_POLICY = {}
 
 INVITATION_VALIDITY = timedelta(days=int(os.environ.get("INVITATION_VALIDITY_DAYS", "14")))
 

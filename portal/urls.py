@@ -25,7 +25,7 @@ org_patterns = [
 # Each app contributes its organization pages (``<app>.urls.org_urlpatterns``) and its
 # top-level pages (``<app>.urls.urlpatterns``).
 app_patterns = []
-for app in ("stations", "billing", "loadmgmt"):
+for app in ("stations", "billing", "loadmgmt", "audit"):
     if find_spec(f"{app}.urls") is None:
         continue
     module = import_module(f"{app}.urls")
@@ -46,3 +46,6 @@ urlpatterns = [
     path("api/v1/", include("portal.api.urls")),
     *app_patterns,
 ]
+
+# A URL under /api/ that matches no route answers in the API's JSON error shape.
+handler404 = "portal.api.errors.page_not_found"

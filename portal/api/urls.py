@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
 from portal.api import views
+from portal.api.schema_views import SwaggerView
 
 org_router = SimpleRouter()
 org_router.register("members", views.MemberViewSet, basename="member")
@@ -19,7 +20,7 @@ def app_routes(kind: str) -> list:
     from importlib.util import find_spec
 
     routes = []
-    for app in ("stations", "billing", "loadmgmt"):
+    for app in ("stations", "billing", "loadmgmt", "audit"):
         if find_spec(f"{app}.api_urls") is None:
             continue
         routes += getattr(import_module(f"{app}.api_urls"), kind, [])
@@ -29,7 +30,7 @@ def app_routes(kind: str) -> list:
 urlpatterns = [
     *app_routes("urlpatterns"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("me/", views.MeView.as_view(), name="api-me"),
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("organizations/", views.OrganizationListView.as_view(), name="api-organizations"),

@@ -6,7 +6,9 @@ Only meaningful on the production topology, so every test here needs the real se
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -157,3 +159,83 @@ def celery_processes(portal_env, tmp_path):
     yield start
     for process in started:
         process.stop()
+
+
+class Topology:
+    """A running ``deploy/topology`` (nginx, ASGI processes, Celery worker and beat) on the
+    test database and Redis, driven through its command line as an operator would."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, asgi: int) -> None:
+        self.env = env
+        self.dir = workdir
+        self.asgi = asgi
+        self.port = free_port()
+        # nginx takes P, the ASGI processes P+1..P+N: make sure those are free too.
+        while not all(_port_free(self.port + i) for i in range(asgi + 1)):
+            self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(ROOT / "deploy" / "topology"), *args, "--dir", str(self.dir)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"topology {args[0]} failed:\n{done.stdout}{done.stderr}")
+        return done
+
+    def up(self) -> None:
+        self.run("up", "--asgi", str(self.asgi), "--port", str(self.port))
+
+    def status(self) -> dict:
+        return json.loads(self.run("status", "--json", check=False).stdout)
+
+    def asgi_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.port + index}"
+
+    def connections(self) -> list[int]:
+        """Established connections on each ASGI process (index 0 = process 1)."""
+        rows = self.status()["processes"]
+        return [r["connections"] for r in rows if r["name"].startswith("asgi-")]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"== {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+            for log in sorted((self.dir / "logs").glob("*.log"))
+        )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture
+def topology(portal_env, tmp_path):
+    """``start(asgi=2, **extra_env)``: the production topology (``deploy/topology up``) on the
+    test database, production settings (DEBUG off); ``down`` at the end. Needs Debian's nginx:
+    skipped without it, a failure in CI."""
+    from tests.conftest import _skip_or_fail, real_services_expected
+
+    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        _skip_or_fail("needs nginx (apt-get install nginx-light)", real_services_expected())
+    started: list[Topology] = []
+
+    def start(asgi: int = 2, **extra: str) -> Topology:
+        env = {**portal_env, "DEBUG": "0", **extra}
+        running = Topology(env, tmp_path / f"topology-{len(started)}", asgi)
+        started.append(running)
+        running.up()
+        return running
+
+    yield start
+    for running in started:
+        running.run("down", check=False)
