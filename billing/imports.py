@@ -268,18 +268,18 @@ def cards_import(*, organization: Organization, data: bytes | str) -> ImportResu
     if errors:
         raise CsvImportError(sorted(errors, key=lambda e: (e.row, e.column or "")))
     with transaction.atomic():
-        created = RfidCard.objects.bulk_create(
-            [
-                RfidCard(
-                    organization=organization,
-                    uid=c.uid,
-                    user=users.get(c.account.lower()) if c.account else None,
-                    label=c.label,
-                    expires_at=owner_services.expiry_from_date(c.expires),
-                )
-                for c in cards
-            ]
-        )
+        # One by one, not bulk_create: each card is an entry in the audit trail (bulk inserts
+        # send no signals); all or nothing still, in this transaction.
+        created = [
+            RfidCard.objects.create(
+                organization=organization,
+                uid=c.uid,
+                user=users.get(c.account.lower()) if c.account else None,
+                label=c.label,
+                expires_at=owner_services.expiry_from_date(c.expires),
+            )
+            for c in cards
+        ]
     return ImportResult(created=len(created), rows=created)
 
 
@@ -322,8 +322,12 @@ def group_members_import(*, group: UserGroup, data: bytes | str) -> ImportResult
                 "user_id", flat=True
             )
         )
-        new = [
-            UserGroupMember(group=group, user=u) for pk, u in wanted.items() if pk not in existing
-        ]
-        UserGroupMember.objects.bulk_create(new, ignore_conflicts=True)
+        # One by one (audit trail, see cards_import); a member added meanwhile is kept.
+        new = []
+        for pk, user in wanted.items():
+            if pk in existing:
+                continue
+            member, created = UserGroupMember.objects.get_or_create(group=group, user=user)
+            if created:
+                new.append(member)
     return ImportResult(created=len(new), unchanged=len(accounts) - len(new), rows=new)

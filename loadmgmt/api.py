@@ -19,9 +19,10 @@ from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from loadmgmt import services
+from loadmgmt import conf, services
 from loadmgmt.meters import ReadingError, bearer_token, parse_reading, reading_store
 from loadmgmt.models import (
     FailureAction,
@@ -379,11 +380,24 @@ class ReadingOut(serializers.Serializer):
     power_w = serializers.FloatField(allow_null=True)
 
 
+class MeterReadingThrottle(SimpleRateThrottle):
+    """Per meter and address (``LOADMGMT_METER_READINGS_RATE``, 1200/min): a meter may report
+    every second or faster, which the API's general limit for requests without a user would
+    refuse; a flood of wrong tokens from one address blocks only that address."""
+
+    def get_rate(self) -> str:
+        return conf.meter_readings_rate()
+
+    def get_cache_key(self, request, view) -> str:
+        return f"throttle_meter_{view.kwargs.get('meter_id')}_{self.get_ident(request)}"
+
+
 class MeterReadingView(APIView):
     """A meter posts its reading with its own token (no user, no session, no CSRF)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [MeterReadingThrottle]
 
     @extend_schema(
         request=ReadingIn,

@@ -54,3 +54,15 @@ def live_push_seconds() -> float:
     """Browsers get the live view at most this often per organization: the first change at
     once, the newest state of a burst at the end of the interval (0: after every recompute)."""
     return _get("LOADMGMT_LIVE_PUSH_SECONDS", 1.0)
+
+
+def other_load_hold_seconds() -> float:
+    """Under a reference meter, the other loads (reading less the cars) count at the highest
+    value of this many seconds: longer than the stations' meter-value interval, so that the
+    cars' lagging values never make the other loads look smaller than they are."""
+    return _get("LOADMGMT_OTHER_LOAD_HOLD_SECONDS", 15.0)
+
+
+def meter_readings_rate() -> str:
+    """Readings a meter may post over REST from one address (DRF rate: count/period)."""
+    return _get("LOADMGMT_METER_READINGS_RATE", "1200/min")

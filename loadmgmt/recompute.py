@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
@@ -36,6 +37,8 @@ from django.utils import timezone
 from loadmgmt import conf, live, profiles, selectors
 from loadmgmt.engine import model as engine
 from loadmgmt.engine.allocate import allocate
+from loadmgmt.engine.metering import cars_below
+from loadmgmt.engine.model import Triple
 from loadmgmt.engine.transition import StepKind, plan_transition
 from loadmgmt.models import (
     ConnectorSetpoint,
@@ -138,14 +141,27 @@ def _larger(a: engine.Setpoint | None, b: engine.Setpoint | None) -> engine.Setp
     return engine.Setpoint(max(a.current, b.current), max(a.phases, b.phases))
 
 
-def may_apply(state: ConnectorSetpoint) -> tuple[engine.Setpoint | None, datetime | None]:
-    """What the station may apply now and until when (None: no expiry known)."""
+def may_apply(
+    state: ConnectorSetpoint, *, now: datetime, fail_safe: int, keep_last: bool = False
+) -> tuple[engine.Setpoint | None, datetime | None]:
+    """What the station may apply now and until when (None: no expiry known).
+
+    A lease that has ended leaves the station on its fail-safe profile (3 phases): after the
+    worker was down, a station at 0 A with a 6 A fail-safe draws 6 A, and counting it at its
+    lapsed lease would give those amperes to its neighbours. After a boot or a reconnect it
+    is unknown whether the lease is still in force: the larger of both counts."""
+    fallback = engine.Setpoint(fail_safe, 3)
     accepted = (
         engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
         if state.accepted_current is not None
         else None
     )
     until = state.accepted_valid_to
+    if accepted is not None and not keep_last:
+        if until is None:
+            accepted = _larger(accepted, fallback)
+        elif until <= now:
+            accepted, until = fallback, None
     if state.sent_command_id is not None and state.sent_current is not None:
         sent = engine.Setpoint(state.sent_current, state.sent_phases or 3)
         accepted = _larger(accepted, sent)
@@ -330,7 +346,17 @@ def inputs_build(
                 drawn = frozenset(int(c) for c in state.drawn_phases)
         elif state.session_ref is not None:
             state.session_ref, state.drawn_phases = None, ""
-        setpoint, until = may_apply(state)
+        setpoint, until = may_apply(
+            state, now=now, fail_safe=kwargs["fail_safe_current"], keep_last=sid in keep_last
+        )
+        if measured is not None and setpoint is not None:
+            # The sample may be older than the station's last change: the car cannot draw
+            # more than the station applies now. (Counting it higher would make the other
+            # loads under a meter look smaller than they are.)
+            measured = tuple(
+                min(c, setpoint.current) if i < setpoint.phases else 0.0
+                for i, c in enumerate(measured)
+            )
         online = station_rows[station_id].online and state.unresponsive_since is None
         if station_rows[station_id].auth_mode == AuthMode.THIRD_PARTY:
             # Run by another backend (relayed): the portal cannot limit it, so it is counted
@@ -354,7 +380,51 @@ def inputs_build(
                 **kwargs,
             )
         )
+    nodes = other_load_held(organization.pk, nodes, stations, now)
     return Inputs(nodes, stations, states, station_rows, keep_last)
+
+
+def _other_key(organization_id: int) -> str:
+    return f"loadmgmt:other-load:{organization_id}"
+
+
+def other_load_held(
+    organization_id: int, nodes: list[engine.Node], stations: list[engine.Station], now: datetime
+) -> list[engine.Node]:
+    """Metered nodes with their other loads (reading less the cars' current below) held at
+    the highest of the last ``LOADMGMT_OTHER_LOAD_HOLD_SECONDS``.
+
+    The cars' current is known from their meter values, which lag the node's meter: right
+    after the cars change (a setpoint, a phase switch) the difference is wrong for a few
+    seconds, and a budget following it would swing and overload the fuse. Held, the budget
+    falls at once when other loads rise and rises only once they stayed low for the hold
+    time. The history lives in the cache (one recompute per organization at a time)."""
+    ts = now.timestamp()
+    fresh = [
+        n
+        for n in nodes
+        if n.measured is not None
+        and n.measured_at is not None
+        and ts - n.measured_at <= n.stale_after
+    ]
+    if not fresh:
+        return nodes
+    hold = conf.other_load_hold_seconds()
+    cars = cars_below(nodes, stations)
+    history: dict[str, list[tuple[float, Triple]]] = cache.get(_other_key(organization_id)) or {}
+    replaced: dict[str, engine.Node] = {}
+    for node in fresh:
+        ev = cars.get(node.id, (0.0, 0.0, 0.0))
+        other = tuple(max(0.0, m - e) for m, e in zip(node.measured, ev, strict=True))
+        kept = [(t, o) for t, o in history.get(node.id, []) if ts - t <= hold]
+        kept.append((ts, other))
+        history[node.id] = kept
+        held = tuple(max(o[i] for _, o in kept) for i in range(3))
+        replaced[node.id] = dataclasses.replace(
+            node, measured=tuple(h + e for h, e in zip(held, ev, strict=True)), ev_measured=ev
+        )
+    cache.set(_other_key(organization_id), history, timeout=int(hold) + 3600)
+    return [replaced.get(n.id, n) for n in nodes]
 
 
 # --- 3. plan and transition ---------------------------------------------------------------
@@ -395,7 +465,8 @@ def _send(
         state.sent_current, state.sent_phases = sp.current, sp.phases
         state.sent_valid_to, state.sent_at = valid_to, now
     with transaction.atomic():
-        commands = commands_send_bulk(items)
+        # Built by loadmgmt.profiles, valid by construction (tests/loadmgmt/test_profiles.py).
+        commands = commands_send_bulk(items, schema_checked=True)
     for (state, _sp), command in zip(changes, commands, strict=True):
         state.sent_command_id = command.pk
     return [c.pk for c in commands if c.status == CommandStatus.PENDING]

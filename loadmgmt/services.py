@@ -357,9 +357,10 @@ def _set_members(group: LoadGroup, stations: Iterable[Station]) -> None:
     wanted = {s.pk for s in stations}
     LoadGroupMember.objects.filter(group=group).exclude(station_id__in=wanted).delete()
     have = set(LoadGroupMember.objects.filter(group=group).values_list("station_id", flat=True))
-    LoadGroupMember.objects.bulk_create(
-        LoadGroupMember(group=group, station_id=pk) for pk in sorted(wanted - have)
-    )
+    # One by one, not bulk_create: each new member is an entry in the audit trail (bulk
+    # inserts send no signals), and a group gains a handful of stations at a time.
+    for pk in sorted(wanted - have):
+        LoadGroupMember.objects.create(group=group, station_id=pk)
 
 
 def _save_group(group: LoadGroup, stations: Iterable[Station] | None, **fields: Any) -> LoadGroup:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -40,8 +40,8 @@ async def _layer_round_trip() -> None:
         raise RuntimeError("channel layer returned another message")
 
 
-def _check_channel_layer() -> dict[str, Any]:
-    async_to_sync(_layer_round_trip)()
+async def _check_channel_layer() -> dict[str, Any]:
+    await _layer_round_trip()
     return {"ok": True, "backend": settings.CHANNEL_LAYERS["default"]["BACKEND"].split(".")[-1]}
 
 
@@ -64,12 +64,18 @@ CHECKS = {
 
 @never_cache
 @require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """An async view: the channel-layer round trip runs on the loop that also receives for
+    the stations' consumers. (As a sync view, its round trip timed out in every process
+    that held station sockets: tests/e2e/test_topology.py.)"""
     parts: dict[str, Any] = {}
     for name, check in CHECKS.items():
         started = time.perf_counter()
         try:
-            parts[name] = check()
+            if asyncio.iscoroutinefunction(check):
+                parts[name] = await check()
+            else:
+                parts[name] = await sync_to_async(check)()
         except Exception as exc:  # a health check reports failures; it must not raise
             parts[name] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
         parts[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)

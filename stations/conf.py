@@ -43,6 +43,13 @@ def call_timeout() -> float:
     return float(_get("OCPP_CALL_TIMEOUT", 30.0))
 
 
+def command_lost_after() -> float:
+    """A command sent this long ago without a recorded outcome was lost with the process that
+    held the connection: the call time-out, the minute a recorded answer is retried while the
+    database is away (stations/consumers.py), and a grace."""
+    return float(_get("OCPP_COMMAND_LOST_AFTER", call_timeout() + 60.0 + 30.0))
+
+
 def max_frame_bytes() -> int:
     """Frames above this size close the connection (1009). OCPP messages are a few kB."""
     return int(_get("OCPP_MAX_FRAME_BYTES", 65536))

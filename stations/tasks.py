@@ -37,5 +37,7 @@ def mark_offline(now=None) -> list[int]:
 @shared_task
 def stations_mark_offline() -> int:
     marked = mark_offline()
-    commands.commands_expire_unclaimed(timezone.now(), conf.command_unclaimed_after())
+    now = timezone.now()
+    commands.commands_expire_unclaimed(now, conf.command_unclaimed_after())
+    commands.commands_expire_lost(now, conf.command_lost_after())
     return len(marked)

@@ -440,3 +440,30 @@ class TestAsgiPath:
         )
         assert entry.actor == tenants.manager_a
         assert entry.remote_addr == "127.0.0.1"
+
+
+class TestBulkChanges:
+    """Changes made many at a time are in the trail too, one entry per row."""
+
+    def test_stations_added_to_a_load_group(self, tenants):
+        from loadmgmt import services as lm
+        from loadmgmt.models import LoadGroupMember
+
+        stations = [StationFactory(organization=tenants.a) for _ in range(3)]
+        group = lm.group_create(
+            organization=tenants.a, name="Car park", max_current=32, stations=stations
+        )
+        created = entries_for(LoadGroupMember, action=AuditEntry.Action.CREATE)
+        assert created.count() == 3
+        assert {e.organization_id for e in created} == {tenants.a.pk}
+        assert group.members.count() == 3
+
+    def test_cards_and_group_members_imported_from_csv(self, tenants):
+        from billing.imports import cards_import, group_members_import
+        from billing.models import UserGroup, UserGroupMember
+
+        cards_import(organization=tenants.a, data="uid\n04A1B2C3\n04A1B2C4\n")
+        assert entries_for(RfidCard, action=AuditEntry.Action.CREATE).count() == 2
+        group = UserGroup.objects.create(organization=tenants.a, name="Staff")
+        group_members_import(group=group, data=f"account\n{tenants.driver.username}\n")
+        assert entries_for(UserGroupMember, action=AuditEntry.Action.CREATE).count() == 1

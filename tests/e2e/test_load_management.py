@@ -1,22 +1,26 @@
 """Live load management end to end: 20 simulated stations on a 32 A line, a real portal
 process, a Celery worker and beat, PostgreSQL and Redis. The stations' real draw is sampled
-all along and must never exceed the line's limit on any phase."""
+all along and must never exceed the line's limit on any phase (nor, under a metered house
+connection, the connection's limit with the other loads)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
+import urllib.request
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 from ocpp.v16 import call
 
-from loadmgmt.models import ConnectorSetpoint, StationLimits
+from loadmgmt.models import ConnectorSetpoint, LoadGroup, StationLimits
 from stations.conf import VENDOR_ID
 from stations.models import StationCommand
 from stations.simulator import Car, SimStation
-from tests.loadmgmt.factories import LoadGroupFactory
+from tests.loadmgmt.factories import METER_TOKEN, LoadGroupFactory, MeterFactory, TreeNodeFactory
 from tests.stations.factories import STATION_PASSWORD, StationFactory
 
 LINE_A = 32
@@ -208,3 +212,129 @@ async def test_every_station_falls_back_to_its_fail_safe_when_the_portal_is_gone
         offered.append(sim.connector(1).offered_a)
     assert offered == [6.0, 0.0, 0.0, 0.0], offered
     assert max(draw.worst) <= LINE_A
+
+
+# --- a metered house connection -----------------------------------------------------------
+
+HOUSE_A, MARGIN_A, FALLBACK_A, STALE_S = 40, 3, 12, 4
+
+
+@pytest.fixture
+def house(line, tenants):
+    """The car park's line below a 40 A house connection with a reference meter."""
+    group, _ = line
+    node = TreeNodeFactory(
+        organization=tenants.a,
+        name="House",
+        limit_l1=HOUSE_A,
+        limit_l2=HOUSE_A,
+        limit_l3=HOUSE_A,
+        safety_margin=MARGIN_A,
+        fallback_limit=FALLBACK_A,
+    )
+    LoadGroup.objects.filter(pk=group.pk).update(node=node)
+    return MeterFactory(node=node, stale_after=STALE_S)
+
+
+def post_reading(url: str, meter_id: int, current: list[float]) -> int:
+    request = urllib.request.Request(
+        f"{url}/api/v1/meters/{meter_id}/readings",
+        data=json.dumps({"current": [round(c, 2) for c in current]}).encode(),
+        headers={"Authorization": f"Bearer {METER_TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status
+
+
+async def test_a_rising_house_load_and_then_a_stale_meter(house, fleet):
+    """The meter sees the cars and the house's other loads, which rise by 1 A/s to 28 A: the
+    cars give way so that the connection never carries more than 40 A on any phase. Then the
+    meter goes silent: after its 4 s the node is stale and the cars share the 12 A fallback."""
+    sims, stations, draw, (portal, *_workers) = fleet
+    for i in range(3):
+        await sims[i].plug_in(1, car(), id_tag="FREEVEND")
+        await wait_until(settled(i, stations))
+    started = time.monotonic()
+    other = 0.0
+    worst_total = [0.0, 0.0, 0.0]
+    readings = 0
+    while other < 28:
+        other = min(28.0, time.monotonic() - started)
+        cars_now = draw.now()
+        # What the house connection carries at this moment: never above its limit.
+        worst_total = [max(w, c + other) for w, c in zip(worst_total, cars_now, strict=True)]
+        status = await asyncio.to_thread(
+            post_reading, portal.url, house.pk, [c + other for c in cars_now]
+        )
+        assert status == 201
+        readings += 1
+        await asyncio.sleep(0.2)
+    # Hold the last load for a few more readings; the cars' budget is 40 - 28 - 3 = 9 A.
+    for _ in range(15):
+        cars_now = draw.now()
+        worst_total = [max(w, c + other) for w, c in zip(worst_total, cars_now, strict=True)]
+        await asyncio.to_thread(post_reading, portal.url, house.pk, [c + other for c in cars_now])
+        await asyncio.sleep(0.2)
+    assert readings > 100
+    assert max(worst_total) <= HOUSE_A, worst_total
+    assert 0 < max(draw.now()) <= HOUSE_A - MARGIN_A - 28, draw.now()
+    assert max(draw.worst) <= LINE_A
+
+    # The meter goes silent: once stale (4 s), the cars get the 12 A fallback, not 9 A plus
+    # whatever the house stopped telling.
+    async def on_fallback():
+        # More than the 9 A the stale reading left, never more than the fallback.
+        return HOUSE_A - MARGIN_A - 28 < max(draw.now()) <= FALLBACK_A
+
+    await wait_until(on_fallback, STALE_S + 15)
+    await asyncio.sleep(2)
+    assert max(draw.now()) <= FALLBACK_A
+
+
+# --- a station that rejects profiles ------------------------------------------------------
+
+
+async def test_a_station_that_rejects_profiles_is_counted_at_what_it_last_accepted(fleet):
+    """Station 1 stops accepting profiles while it charges at ~10 A: the portal counts it at
+    its last accepted current until its lease ends (then at its fail-safe), so the fourth car gets
+    only what is left and the line is never overloaded; when it accepts again it takes part."""
+    sims, stations, draw, _processes = fleet
+    for i in range(3):
+        await sims[i].plug_in(1, car(), id_tag="FREEVEND")
+        await wait_until(settled(i, stations))
+    state = await ConnectorSetpoint.objects.aget(station=stations[1])
+    held = state.accepted_current
+    assert state.accepted_phases == 3 and held in (10, 11)  # 32 A shared by three
+
+    rejecting = sims[1]
+    accepting = rejecting._set_profile
+    rejecting._set_profile = lambda connector_id, data: "Rejected"
+    await sims[3].plug_in(1, car(), id_tag="FREEVEND")
+
+    async def counted_safely():
+        state = await ConnectorSetpoint.objects.aget(station=stations[1])
+        fourth = await ConnectorSetpoint.objects.aget(station=stations[3])
+        if state.unresponsive_since is None or fourth.decision != "charge":
+            return None
+        return fourth if fourth.accepted_current == fourth.target_current else None
+
+    fourth = await wait_until(counted_safely)
+    # The rejecting station still applies what it accepted: the others share what is left.
+    assert fourth.target_current <= (LINE_A - held) // 3
+    assert max(draw.worst) <= LINE_A, draw.worst
+
+    # It accepts again: offered its fail-safe first, then planned with the others.
+    rejecting._set_profile = accepting
+
+    async def back():
+        state = await ConnectorSetpoint.objects.aget(station=stations[1])
+        return (
+            state.unresponsive_since is None
+            and state.decision == "charge"
+            and state.accepted_current == state.target_current
+            and state.accepted_current > 0
+        )
+
+    await wait_until(back, 30)
+    assert max(draw.worst) <= LINE_A, draw.worst

@@ -134,6 +134,24 @@ class TestRest:
         assert MeterReading.objects.filter(meter=meter).count() == 1
         assert calls == [(meter.node.organization_id, meter.node_id)]
 
+    def test_readings_are_throttled_per_meter_and_address_not_by_the_api_default(
+        self, client, settings
+    ):
+        from django.core.cache import cache
+
+        cache.clear()
+        settings.LOADMGMT_METER_READINGS_RATE = "3/min"
+        meter, other = MeterFactory(), MeterFactory()
+        codes = [
+            post(client, meter.pk, {"current": [1, 2, 3]}, **AUTH).status_code for _ in range(4)
+        ]
+        assert codes == [201, 201, 201, 429]
+        # Another meter, or the same meter from another address, is not held up.
+        assert post(client, other.pk, {"current": [1, 2, 3]}, **AUTH).status_code == 201
+        elsewhere = {**AUTH, "REMOTE_ADDR": "192.0.2.7"}
+        assert post(client, meter.pk, {"current": [1, 2, 3]}, **elsewhere).status_code == 201
+        cache.clear()
+
     def test_x_meter_token_header(self, client):
         meter = MeterFactory()
         r = post(client, meter.pk, {"current": [1, 2, 3]}, HTTP_X_METER_TOKEN=METER_TOKEN)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ocpp.charge_point import camel_to_snake_case
 
-from loadmgmt.profiles import fail_safe_payload, lease_for, lease_payload
+from loadmgmt.profiles import Lease, fail_safe_payload, lease_for, lease_payload
 from stations.commands import command_validate
 from stations.simulator.profiles import Profile, ProfileStore
 
@@ -30,6 +32,23 @@ def test_payloads_are_valid_ocpp():
     period = profile["chargingSchedule"]["chargingSchedulePeriod"][0]
     assert (period["limit"], period["numberPhases"]) == (16.0, 1)
     assert profile["chargingSchedule"]["chargingRateUnit"] == "A"
+
+
+@given(
+    connector_id=st.integers(1, 99),
+    current=st.integers(0, 32),
+    phases=st.integers(1, 3),
+    valid_to=st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_every_lease_and_fail_safe_payload_is_valid_ocpp(connector_id, current, phases, valid_to):
+    """The recompute sends these without validating each (commands_send_bulk(schema_checked))."""
+    command_validate(
+        "SetChargingProfile", lease_payload(Lease(connector_id, current, phases, valid_to))
+    )
+    command_validate("SetChargingProfile", fail_safe_payload(connector_id, current))
 
 
 @pytest.mark.parametrize("fail_safe", [0, 6, 10])

@@ -385,3 +385,96 @@ def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tena
     recompute(tenants.a.pk)
     assert not leases(s1).exists()
     assert ConnectorSetpoint.objects.get(station=s2).target_current == 12  # 32 - 20
+
+
+# --- other loads under a reference meter ----------------------------------------------------
+
+
+def test_other_loads_under_a_meter_are_held_at_their_highest_for_the_hold_time(settings):
+    """Reading less the cars' current is the house's other load; a drop counts only once it
+    lasted LOADMGMT_OTHER_LOAD_HOLD_SECONDS (the cars' meter values lag the meter)."""
+    from loadmgmt.engine import model as engine
+    from loadmgmt.recompute import other_load_held
+
+    settings.LOADMGMT_OTHER_LOAD_HOLD_SECONDS = 15.0
+    t0 = timezone.now()
+    group = engine.Node("g1", "n1", (32.0,) * 3)
+    cars = [
+        engine.Station("s1", "g1", measured=(10.0, 10.0, 10.0)),
+        engine.Station("s2", "g1", rotation=engine.PhaseRotation.L2_L3_L1, measured=(5.0, 0, 0)),
+    ]
+
+    def house(reading, at):
+        node = engine.Node(
+            "n1", None, (40.0,) * 3, measured=reading, measured_at=at.timestamp(), stale_after=60
+        )
+        [held, _group] = other_load_held(99, [node, group], cars, at)
+        return held.measured, held.ev_measured
+
+    # Cars: (10, 15, 10) per grid phase; other loads (20, 15, 20).
+    assert house((30.0, 30.0, 30.0), t0) == ((30.0, 30.0, 30.0), (10.0, 15.0, 10.0))
+    # The reading drops by 15 A (say, the cars' values lag): still counted as before.
+    later = t0 + timedelta(seconds=5)
+    assert house((15.0, 15.0, 15.0), later)[0] == (30.0, 30.0, 30.0)
+    # A rise counts at once.
+    assert house((35.0, 30.0, 30.0), t0 + timedelta(seconds=6))[0] == (35.0, 30.0, 30.0)
+    # Low for longer than the hold time: the budget may grow again.
+    assert house((15.0, 15.0, 15.0), t0 + timedelta(seconds=22))[0] == (15.0, 15.0, 15.0)
+    # A stale reading is left to the engine's fallback.
+    stale = engine.Node("n1", None, (40.0,) * 3, measured=(1.0,) * 3, measured_at=0.0)
+    assert other_load_held(99, [stale, group], cars, t0)[0] is stale
+
+
+def test_a_cars_lagging_meter_values_count_at_most_what_its_station_applies(tenants, group):
+    """A sample taken before the station came down from 16 A to 8 A counts as 8 A: counting
+    it at 16 A would make the other loads under a meter look 8 A smaller than they are."""
+    from loadmgmt.recompute import inputs_build
+    from stations.models import MeterSample
+
+    s1 = stations_of(group)[0]
+    arrive(s1, minutes_ago=10)
+    session = ChargingSession.objects.get(station=s1)
+    MeterSample.objects.create(
+        station=s1,
+        connector_id=1,
+        session=session,
+        time=timezone.now() - timedelta(seconds=20),
+        current_l1=16.0,
+        current_l2=16.0,
+        current_l3=16.0,
+    )
+    ConnectorSetpoint.objects.create(
+        station=s1,
+        connector_id=1,
+        accepted_current=8,
+        accepted_phases=1,
+        accepted_valid_to=timezone.now() + timedelta(seconds=30),
+    )
+    inputs = inputs_build(tenants.a, timezone.now())
+    [station] = [s for s in inputs.stations if s.id == f"s{s1.pk}c1"]
+    assert station.measured == (8.0, 0.0, 0.0)
+
+
+def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, group):
+    """No renewal reached it (the worker was down): it is back on its fail-safe profile, here
+    6 A on three phases, whatever its lapsed lease said (0 A). After a reconnect, when it is
+    unknown whether the lease is still in force, the larger of both counts."""
+    from loadmgmt.recompute import inputs_build
+
+    s1 = stations_of(group)[0]
+    ConnectorSetpoint.objects.create(
+        station=s1,
+        connector_id=1,
+        accepted_current=0,
+        accepted_phases=3,
+        accepted_valid_to=timezone.now() - timedelta(seconds=1),
+    )
+    [station] = [
+        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
+    ]
+    assert (station.setpoint.current, station.setpoint.phases) == (6, 3)
+    ConnectorSetpoint.objects.update(accepted_current=16, accepted_phases=1, accepted_valid_to=None)
+    [station] = [
+        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
+    ]
+    assert (station.setpoint.current, station.setpoint.phases) == (16, 3)

@@ -158,6 +158,24 @@ def test_offline_detection(station, db):
     assert StationCommand.objects.get(pk=old.pk).status == "offline"
 
 
+def test_a_command_sent_by_a_process_that_died_is_recorded_as_lost(station, db, settings):
+    """Claimed and sent, but the process holding the connection was killed before it recorded
+    the answer: after the time-out and the retry time it is an error, not pending for good."""
+    settings.OCPP_CALL_TIMEOUT = 30
+    now = timezone.now()
+
+    def command(**fields):
+        return StationCommand.objects.create(station=station, action="Reset", payload={}, **fields)
+
+    lost = command(sent_at=now - timedelta(seconds=121))
+    in_flight = command(sent_at=now - timedelta(seconds=100))  # its answer may still be recorded
+    answered = command(sent_at=now - timedelta(minutes=5), status="accepted", finished_at=now)
+    tasks.stations_mark_offline()
+    statuses = dict(StationCommand.objects.values_list("pk", "status"))
+    assert statuses == {lost.pk: "error", in_flight.pk: "pending", answered.pk: "accepted"}
+    assert "lost" in StationCommand.objects.get(pk=lost.pk).error
+
+
 def test_periodic_entry_registered():
     from portal.schedule import PERIODIC
 
