@@ -357,12 +357,6 @@ async def test_b_killing_an_asgi_process_loses_and_duplicates_nothing(topology, 
         await stop_all(sims)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="portal/health.py is a sync view: its channel-layer round trip runs (async_to_sync) "
-    "in another event loop than the process's consumers, and times out (503) once the "
-    "process holds station sockets; a balancer's health check would then drop every process",
-)
 async def test_healthz_answers_200_while_stations_are_connected(topology, fleet_stations):
     topo = await asyncio.to_thread(topology, 1)
     sims = [sim(s, topo.ws_url) for s in fleet_stations[:3]]

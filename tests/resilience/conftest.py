@@ -790,7 +790,7 @@ class FaultResult:
     draw_samples: int
     worst_a: float  # the highest grid-phase draw seen, whole run
     over_during_outage: int  # samples above the line from the fault until the service back
-    over_during_recovery: int  # samples above the line after it (see test_lease_lapse.py)
+    over_during_recovery: int  # samples above the line after it
     fail_safe_held: bool | None = None  # Celery: every station on its fail-safe meanwhile
     worker_restarts: int = 0  # the worker exited by itself and was started again
     timings: dict[str, float] = field(default_factory=dict)  # of the fault's own commands

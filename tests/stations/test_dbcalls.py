@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
@@ -39,3 +40,28 @@ def test_without_it_every_connection_makes_its_own():
     with ThreadPoolExecutor(max_workers=1) as executor:
         clients = _from_connections(_cache_client, 20, executor)
     assert len({id(c) for c in clients}) == 20
+
+
+def test_connections_are_checked_once_a_second_per_thread_and_after_a_failure(monkeypatch):
+    """With CONN_HEALTH_CHECKS every check makes the next query ping the database first: a
+    thread checks at most once a second, and at once after a call that failed."""
+    from django.db import OperationalError
+
+    from stations import dbcalls
+
+    checks = []
+    monkeypatch.setattr(dbcalls, "close_old_connections", lambda: checks.append(1))
+    monkeypatch.setattr(dbcalls._thread, "checked_at", -1e9, raising=False)
+    ok = dbcalls._with_fresh_connection(lambda: "ok")
+    for _ in range(5):
+        assert ok() == "ok"
+    assert len(checks) == 1
+
+    def broken():
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with pytest.raises(OperationalError):
+        dbcalls._with_fresh_connection(broken)()
+    assert len(checks) == 2  # the failed call drops its connection
+    assert ok() == "ok"
+    assert len(checks) == 3  # and the next call checks again
