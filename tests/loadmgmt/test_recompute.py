@@ -117,15 +117,8 @@ def test_increases_wait_until_every_decrease_is_accepted(tenants, group):
     assert report.sent_increases == 1 and limit(leases(s2).last()) == (16.0, 3)
 
 
-def test_increases_follow_at_once_when_the_decrease_is_accepted_in_time(
-    tenants, group, settings, monkeypatch
-):
-    s1, s2, *_ = stations_of(group)
-    arrive(s1, minutes_ago=10)
-    recompute(tenants.a.pk)
-    accept_all()
-    arrive(s2)
-    # The station answers while the recompute waits.
+def stations_answer_while_the_recompute_waits(monkeypatch):
+    """Every pending lease is accepted as soon as the recompute waits for the decreases."""
     from loadmgmt import recompute as module
 
     real_wait = module._wait_for
@@ -135,6 +128,17 @@ def test_increases_follow_at_once_when_the_decrease_is_accepted_in_time(
         return real_wait(ids, seconds)
 
     monkeypatch.setattr(module, "_wait_for", answered)
+
+
+def test_increases_follow_at_once_when_the_decrease_is_accepted_in_time(
+    tenants, group, settings, monkeypatch
+):
+    s1, s2, *_ = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    arrive(s2)
+    stations_answer_while_the_recompute_waits(monkeypatch)
     report = recompute(tenants.a.pk)
     assert report.sent_decreases == 1 and report.sent_increases == 1
     assert limit(leases(s2).last()) == (16.0, 3)
@@ -151,15 +155,7 @@ def test_renewals_go_out_after_the_changes(tenants, group, monkeypatch):
     half_over = timezone.now() + timedelta(seconds=10)
     ConnectorSetpoint.objects.update(accepted_valid_to=half_over, sent_valid_to=half_over)
     arrive(s2)
-    from loadmgmt import recompute as module
-
-    real_wait = module._wait_for
-
-    def answered(ids, seconds):
-        accept_all()
-        return real_wait(ids, seconds)
-
-    monkeypatch.setattr(module, "_wait_for", answered)
+    stations_answer_while_the_recompute_waits(monkeypatch)
     first = StationCommand.objects.order_by("-pk").values_list("pk", flat=True).first()
     report = recompute(tenants.a.pk)
     assert (report.sent_decreases, report.sent_increases, report.renewed) == (1, 1, 2)
