@@ -20,13 +20,12 @@ from loadmgmt.models import ConnectorSetpoint, LoadGroup, StationLimits
 from stations.conf import VENDOR_ID
 from stations.models import StationCommand
 from stations.simulator import Car, SimStation
-from tests.loadmgmt.factories import METER_TOKEN, LoadGroupFactory, MeterFactory, TreeNodeFactory
-from tests.stations.factories import STATION_PASSWORD, StationFactory
+from tests.loadmgmt.factories import METER_TOKEN, MeterFactory, TreeNodeFactory
+from tests.loadmgmt.lines import grid_draw, line_of_stations
+from tests.stations.factories import STATION_PASSWORD
 
 LINE_A = 32
 N = 20
-ROTATIONS = ["L1-L2-L3", "L2-L3-L1", "L3-L1-L2"]
-GRID = {"L1-L2-L3": (0, 1, 2), "L2-L3-L1": (1, 2, 0), "L3-L1-L2": (2, 0, 1)}
 ENV = {
     "LOADMGMT_CYCLE_SECONDS": "2",
     "LOADMGMT_LEASE_SECONDS": "12",
@@ -36,24 +35,9 @@ ENV = {
 
 @pytest.fixture
 def line(tenants):
-    group = LoadGroupFactory(organization=tenants.a, name="Car park", max_current=LINE_A)
-    stations = []
-    for i in range(N):
-        station = StationFactory(
-            organization=tenants.a,
-            charge_point_id=f"LM-{i:02d}",
-            connectors=1,
-            auth_mode="none",  # charges when plugged in: this test is about the current
-        )
-        StationLimits.objects.create(
-            station=station,
-            phase_rotation=ROTATIONS[i % 3],
-            can_switch_phases=True,
-            fail_safe_current=0 if i else 6,
-            shedding_inputs="in1_in2" if i == N - 1 else "none",
-        )
-        group.members.create(station=station)
-        stations.append(station)
+    group, stations = line_of_stations(tenants.a, "LM", N, LINE_A)
+    # Station 20's inputs are wired to shed the line (IN1+IN2: no charging).
+    StationLimits.objects.filter(station=stations[-1]).update(shedding_inputs="in1_in2")
     return group, stations
 
 
@@ -66,15 +50,7 @@ class Draw:
         self.samples = 0
 
     def now(self) -> list[float]:
-        load = [0.0, 0.0, 0.0]
-        for i, sim in enumerate(self.sims):
-            sim._update()
-            c = sim.connector(1)
-            if c.drawing and c.current_a > 0:
-                grid = GRID[ROTATIONS[i % 3]]
-                for phase in grid[: c.phases]:
-                    load[phase] += c.current_a
-        return load
+        return grid_draw(self.sims)
 
     async def run(self) -> None:
         while True:

@@ -27,11 +27,11 @@ from django.db.models import Count
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from loadmgmt.models import ConnectorSetpoint, StationLimits
+from loadmgmt.models import ConnectorSetpoint
 from stations.models import ChargingSession, MeterSample, SessionStatus, Station, StationCommand
 from stations.simulator import Car, SimStation
-from tests.e2e.test_load_management import ROTATIONS, Draw, settled, wait_until
-from tests.loadmgmt.factories import LoadGroupFactory
+from tests.e2e.test_load_management import Draw, settled, wait_until
+from tests.loadmgmt.lines import line_of_stations
 from tests.stations.factories import STATION_PASSWORD, StationFactory
 
 METER_INTERVAL = 2
@@ -217,24 +217,7 @@ ROUNDS = int(os.environ.get("TOPOLOGY_FAULT_ROUNDS", "1"))
 
 @pytest.fixture
 def fuse(tenants):
-    group = LoadGroupFactory(organization=tenants.a, name="Car park", max_current=LINE_A)
-    stations = []
-    for i in range(LM_STATIONS):
-        station = StationFactory(
-            organization=tenants.a,
-            charge_point_id=f"TOPO-LM-{i:02d}",
-            connectors=1,
-            auth_mode="none",
-        )
-        StationLimits.objects.create(
-            station=station,
-            phase_rotation=ROTATIONS[i % 3],
-            can_switch_phases=True,
-            fail_safe_current=0 if i else 6,
-        )
-        group.members.create(station=station)
-        stations.append(station)
-    return stations
+    return line_of_stations(tenants.a, "TOPO-LM", LM_STATIONS, LINE_A)[1]
 
 
 async def test_b_killing_an_asgi_process_loses_and_duplicates_nothing(topology, fuse):

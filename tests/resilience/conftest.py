@@ -44,9 +44,8 @@ import pytest
 from stations.simulator import Car, SimStation, Transaction
 from tests.conftest import _skip_or_fail, real_services_expected
 from tests.e2e.conftest import ROOT, CeleryProcess, PortalProcess, free_port
+from tests.loadmgmt.lines import grid_draw
 
-# Which grid phases a station's phases 1..3 are wired to (the seed's rotations, in turn).
-GRID = [(0, 1, 2), (1, 2, 0), (2, 0, 1)]
 STATION_PASSWORD = "station-secret-0123456789"  # tests/stations/factories.py
 
 
@@ -361,14 +360,7 @@ class DrawMonitor:
         ]
 
     def now(self) -> list[float]:
-        load = [0.0, 0.0, 0.0]
-        for i, sim in enumerate(self.sims):
-            sim._update()
-            c = sim.connector(1)
-            if c.drawing and c.current_a > 0:
-                for phase in GRID[i % 3][: c.phases]:
-                    load[phase] += c.current_a
-        return load
+        return grid_draw(self.sims)
 
     async def run(self) -> None:
         while True:

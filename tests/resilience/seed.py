@@ -13,38 +13,15 @@ from __future__ import annotations
 import json
 import sys
 
-ROTATIONS = ["L1-L2-L3", "L2-L3-L1", "L3-L1-L2"]
-
 
 def seed(prefix: str, count: int, line_a: int) -> list[int]:
-    from loadmgmt.models import StationLimits
     from tests.factories import OrganizationFactory
-    from tests.loadmgmt.factories import LoadGroupFactory
-    from tests.stations.factories import StationFactory
+    from tests.loadmgmt.lines import line_of_stations
 
     slug = f"faults-{prefix.lower()}"
     organization = OrganizationFactory(name=f"Faults {prefix}", slug=slug)
-    group = LoadGroupFactory(organization=organization, name="Car park", max_current=line_a)
-    ids = []
-    for i in range(count):
-        station = StationFactory(
-            organization=organization,
-            charge_point_id=f"{prefix}-{i:02d}",
-            name=f"{prefix} {i}",
-            connectors=1,
-            auth_mode="none",  # charges when plugged in: these tests are about the current
-        )
-        # Station 0 falls back to 6 A, the others to 0 A: the fuse holds with every lease
-        # ended (6 A on one grid phase at most).
-        StationLimits.objects.create(
-            station=station,
-            phase_rotation=ROTATIONS[i % 3],
-            can_switch_phases=True,
-            fail_safe_current=0 if i else 6,
-        )
-        group.members.create(station=station)
-        ids.append(station.pk)
-    return ids
+    _group, stations = line_of_stations(organization, prefix, count, line_a)
+    return [station.pk for station in stations]
 
 
 def main() -> None:
