@@ -59,9 +59,14 @@ def _free_port() -> int:
 @pytest.fixture
 def portal_server(transactional_db):
     import uvicorn
+    from channels.layers import channel_layers
 
     from portal.asgi import application
 
+    # A fresh channel-layer instance per server: channels_redis binds its receiving to one
+    # event loop, and a previous test's server loop, stopped with sockets open, could leave
+    # it bound ("Two event loops are trying to receive() on one channel layer at once!").
+    channel_layers.backends.clear()
     port = _free_port()
     config = uvicorn.Config(
         application,
@@ -81,6 +86,7 @@ def portal_server(transactional_db):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(5)
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
