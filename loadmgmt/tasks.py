@@ -26,7 +26,13 @@ from django.utils import timezone
 from loadmgmt import conf
 
 log = logging.getLogger(__name__)
-LOCK_SECONDS = 120
+# The recompute lock is short and renewed while its holder runs: a worker killed mid-recompute
+# (SIGKILL, out of memory, machine lost) blocks its organization for at most LOCK_SECONDS.
+# It must outlast one renewal interval plus a stalled Redis call, and the holder renews it
+# every LOCK_RENEW_SECONDS, also while it waits for acknowledgements (LOADMGMT_ACK_WAIT_SECONDS).
+LOCK_SECONDS = 15
+LOCK_RENEW_SECONDS = 5
+DIRTY_SECONDS = 120
 _due: set[int] = set()
 _due_lock = threading.Lock()
 
@@ -55,7 +61,7 @@ def recompute_soon(organization_id: int) -> None:
             _due.add(organization_id)
         return
     # "Something changed": a recompute running now sees it and runs once more.
-    cache.set(_dirty_key(organization_id), 1, timeout=LOCK_SECONDS)
+    cache.set(_dirty_key(organization_id), 1, timeout=DIRTY_SECONDS)
     _schedule(organization_id)
 
 
@@ -73,6 +79,29 @@ def _schedule(organization_id: int) -> None:
 MAX_RERUNS = 5
 
 
+class _LockRenewer(threading.Thread):
+    """Extends the recompute lock every LOCK_RENEW_SECONDS while its holder runs; dies with
+    the holder's process, so a killed worker's lock lapses after LOCK_SECONDS."""
+
+    def __init__(self, key: str, token: str) -> None:
+        super().__init__(name=f"lock-renew {key}", daemon=True)
+        self.key, self.token = key, token
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(LOCK_RENEW_SECONDS):
+            try:
+                # Not atomic with the get, but only this token's holder ever renews, and a
+                # lock that lapsed meanwhile (a stalled process) is not taken back.
+                if cache.get(self.key) != self.token or not cache.touch(self.key, LOCK_SECONDS):
+                    return
+            except Exception:  # Redis away: the next renewal tries again, the lock may lapse
+                log.warning("could not renew %s", self.key, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 def recompute_locked(organization_id: int):
     """Recompute unless another worker is at it; the one holding the lock runs again at
     once while changes keep coming (up to MAX_RERUNS times, then the next trigger or cycle
@@ -87,6 +116,8 @@ def recompute_locked(organization_id: int):
                 _due.add(organization_id)
         return None  # the holder sees the dirty mark and runs again
     report = None
+    renewer = _LockRenewer(lock, token)
+    renewer.start()
     try:
         for _ in range(1 + MAX_RERUNS):
             cache.delete(_dirty_key(organization_id))
@@ -94,6 +125,7 @@ def recompute_locked(organization_id: int):
             if eager() or not cache.get(_dirty_key(organization_id)):
                 break
     finally:
+        renewer.stop()
         if cache.get(lock) == token:
             cache.delete(lock)
     # A change that came after the last look and found the lock still held: run for it.
