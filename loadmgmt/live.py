@@ -23,6 +23,7 @@ from loadmgmt.models import (
     StationInputs,
     TreeNode,
 )
+from portal.live import watched
 
 CHART_HOURS = 6
 # The live table shows this many connectors (those that need attention first) and nodes; a
@@ -289,6 +290,8 @@ def publish(organization, summary: Summary, data: dict) -> None:
     from loadmgmt.tasks import eager, loadmgmt_live_push
 
     summary_store(organization.pk, summary)
+    if not watched(organization.pk):
+        return  # a page loaded later reads the stored summary
     interval = conf.live_push_seconds()
     if interval <= 0 or eager() or cache.add(_pushed_key(organization.pk), 1, timeout=interval):
         _push(organization, summary, data)

@@ -13,12 +13,17 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from portal.live import org_group, user_group
+from portal.live import org_group, user_group, watching
 from portal.models import Membership
+from portal.thread_context import in_thread_context
+
+# In the worker thread's own context: a cache client per thread, not one per browser.
+_watching = database_sync_to_async(in_thread_context(watching))
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: list[str]
+    org_id: int | None = None
 
     async def connect(self) -> None:
         self.groups_joined = []
@@ -34,6 +39,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=4404)
                 return
             groups.append(org_group(org_id))
+            self.org_id = org_id
+            await _watching(org_id)
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = groups
@@ -55,6 +62,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         # The live channel is one-way; a ping keeps proxies from closing an idle socket.
         if isinstance(content, dict) and content.get("event") == "ping":
+            if self.org_id is not None:
+                await _watching(self.org_id)  # still looking: keep the fragments coming
             await self.send_json({"event": "pong"})
 
     async def live_event(self, message: dict[str, Any]) -> None:

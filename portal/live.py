@@ -4,13 +4,22 @@ Browsers join the group of the organization they look at (``org-<id>``) and thei
 group (``user-<id>``) through portal.consumers.LiveConsumer. A message carries an event name,
 optional data, and optional HTML fragments that the page swaps in by element id
 (static/portal/live.js).
+
+Rendering fragments costs more than anything else on the OCPP path, and most of the time no
+browser looks: an organization's fragments are rendered only while it is *watched*, i.e. a
+browser joined its group within ``WATCH_SECONDS`` (live.js pings every 30 s and each ping
+renews the mark). Each process remembers the answer for ``WATCHED_MEMO_SECONDS``, so a browser
+that has just connected may miss the changes of its first second (its page was rendered a
+moment before, so it shows the state of that moment either way).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 from django.db import transaction
 
 from portal.layer import group_send
@@ -22,6 +31,34 @@ def org_group(organization_id: int) -> str:
 
 def user_group(user_id: int) -> str:
     return f"user-{user_id}"
+
+
+WATCH_SECONDS = 75
+WATCHED_MEMO_SECONDS = 1.0
+_watched_memo: dict[int, tuple[float, bool]] = {}
+
+
+def _watch_key(organization_id: int) -> str:
+    return f"live:watched:{organization_id}"
+
+
+def watching(organization_id: int) -> None:
+    """A browser looks at the organization (on connect and on every ping of live.js)."""
+    cache.set(_watch_key(organization_id), 1, timeout=WATCH_SECONDS)
+    _watched_memo.pop(organization_id, None)
+
+
+def watched(organization_id: int | None) -> bool:
+    """Whether any browser looks at the organization's pages (so fragments are worth it)."""
+    if organization_id is None:
+        return False
+    now = time.monotonic()
+    memo = _watched_memo.get(organization_id)
+    if memo is not None and memo[0] > now:
+        return memo[1]
+    value = bool(cache.get(_watch_key(organization_id)))
+    _watched_memo[organization_id] = (now + WATCHED_MEMO_SECONDS, value)
+    return value
 
 
 def _message(

@@ -366,6 +366,7 @@ class CentralSystem(V16ChargePoint):
             vendor_error_code or "",
             ts,
             timezone.now(),
+            self.ref.organization_id,
         )
         await self.on_event(
             "push",

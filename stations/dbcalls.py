@@ -13,7 +13,6 @@ connection at a time, and each call here is awaited before the next.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import math
 import threading
@@ -26,6 +25,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, close_old_connections, connection
 
+from portal.thread_context import in_thread_context
 from stations import conf
 
 P = ParamSpec("P")
@@ -42,23 +42,6 @@ def _pool() -> ThreadPoolExecutor:
 
 
 _thread = threading.local()
-
-
-def in_thread_context(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run ``fn`` in its worker thread's own (lasting) context, not in the copy of the
-    calling connection's that ``sync_to_async`` enters. Django keeps its cache clients per
-    context (asgiref ``Local``), each with a Redis connection of its own that nothing closes
-    on a websocket: in each connection's context, every station held a Redis client (10,000
-    stations: Redis's default limit of clients). Per thread, a process holds a few."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        context = getattr(_thread, "context", None)
-        if context is None:
-            context = _thread.context = contextvars.Context()
-        return context.run(fn, *args, **kwargs)
-
-    return run
 
 
 #: A thread's connection is checked (broken, too old, CONN_HEALTH_CHECKS) at most this often.
@@ -93,4 +76,11 @@ def db(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_pool())
 
 
-__all__ = ["db", "in_thread_context"]
+def backlog() -> int:
+    """Calls waiting for a database thread in this process (0 when none is in use)."""
+    if _executor is None:
+        return 0
+    return _executor._work_queue.qsize()
+
+
+__all__ = ["backlog", "db", "in_thread_context"]

@@ -12,11 +12,14 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from portal.live import org_group, push, push_async
+from portal.live import org_group, push, push_async, watched
 from stations.models import ChargingSession, Connector, Station, StationCommand
 
 
 def station_fragments(station: Station) -> dict[str, str]:
+    """The station's row, header and connectors; nothing while no browser watches."""
+    if not watched(station.organization_id):
+        return {}
     connectors = list(station.connectors.all())
     context = {"station": station, "connectors": connectors, "org_slug": station.organization.slug}
     fragments = {
@@ -31,6 +34,8 @@ def station_fragments(station: Station) -> dict[str, str]:
 
 
 def commands_fragment(station: Station) -> dict[str, str]:
+    if not watched(station.organization_id):
+        return {}
     commands = StationCommand.objects.filter(station=station).select_related("requested_by")[:20]
     return {
         f"station-{station.pk}-commands": render_to_string(
@@ -40,6 +45,8 @@ def commands_fragment(station: Station) -> dict[str, str]:
 
 
 def sessions_fragment(station: Station) -> dict[str, str]:
+    if not watched(station.organization_id):
+        return {}
     sessions = ChargingSession.objects.filter(station=station)[:20]
     return {
         f"station-{station.pk}-sessions": render_to_string(

@@ -367,6 +367,7 @@ class Relay:
             payload.get("vendorErrorCode") or "",
             ts,
             timezone.now(),
+            self.ref.organization_id,
         )
         await self._push(
             "station.status", {"connector": connector_id, "status": payload["status"]}, fragments

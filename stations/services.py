@@ -20,6 +20,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from portal.errors import Conflict
+from portal.live import watched
 from portal.models import Organization
 from stations import authorization, conf, events
 from stations.credentials import station_password_hash, station_password_matches
@@ -196,7 +197,9 @@ def password_matches(password: str, password_hash: str) -> bool:
     return station_password_matches(password, password_hash)
 
 
-def connection_open(station_id: int, channel_name: str, remote_addr: str) -> dict[str, str]:
+def connection_open(
+    station_id: int, channel_name: str, remote_addr: str, organization_id: int | None = None
+) -> dict[str, str]:
     """This connection now holds the station; returns live fragments to push."""
     now = timezone.now()
     Station.objects.filter(pk=station_id).update(
@@ -207,10 +210,12 @@ def connection_open(station_id: int, channel_name: str, remote_addr: str) -> dic
         remote_addr=remote_addr[:64],
     )
     station_event_emit(events.ONLINE, station_id)
-    return _fragments(station_id)
+    return _fragments(station_id, organization_id)
 
 
-def connection_closed(station_id: int, channel_name: str) -> dict[str, str] | None:
+def connection_closed(
+    station_id: int, channel_name: str, organization_id: int | None = None
+) -> dict[str, str] | None:
     """Offline, unless another connection took over meanwhile (then nothing changes)."""
     updated = Station.objects.filter(pk=station_id, channel_name=channel_name).update(
         online=False, channel_name=""
@@ -218,7 +223,7 @@ def connection_closed(station_id: int, channel_name: str) -> dict[str, str] | No
     if not updated:
         return None
     station_event_emit(events.OFFLINE, station_id, data={"reason": "disconnected"})
-    return _fragments(station_id)
+    return _fragments(station_id, organization_id)
 
 
 def station_seen(station_id: int, now: datetime) -> bool:
@@ -233,7 +238,11 @@ def station_seen(station_id: int, now: datetime) -> bool:
     return bool(came_back)
 
 
-def _fragments(station_id: int) -> dict[str, str]:
+def _fragments(station_id: int, organization_id: int | None = None) -> dict[str, str]:
+    """The station's live fragments; the caller that knows the organization saves the
+    query while no browser watches it."""
+    if organization_id is not None and not watched(organization_id):
+        return {}
     station = Station.objects.select_related("organization").filter(pk=station_id).first()
     return station_fragments(station) if station else {}
 
@@ -283,29 +292,44 @@ def status_notification(
     vendor_error_code: str,
     timestamp: datetime | None,
     now: datetime,
+    organization_id: int | None = None,
 ) -> dict[str, str]:
     with transaction.atomic():
         if connector_id == 0:
             Station.objects.filter(pk=station_id).update(
                 status=status, error_code=error_code, last_seen=now
             )
+            changed = True
         else:
-            Connector.objects.update_or_create(
-                station_id=station_id,
-                connector_id=connector_id,
-                defaults={
-                    "status": status,
-                    "error_code": error_code,
-                    "info": info,
-                    "vendor_error_code": vendor_error_code,
-                    "status_at": timestamp,
-                    "updated_at": now,
-                },
+            values = {
+                "status": status,
+                "error_code": error_code,
+                "info": info,
+                "vendor_error_code": vendor_error_code,
+                "status_at": timestamp,
+                "updated_at": now,
+            }
+            before = (
+                Connector.objects.select_for_update()
+                .filter(station_id=station_id, connector_id=connector_id)
+                .values_list("status", flat=True)
+                .first()
             )
-        station_event_emit(
-            events.STATUS, station_id, connector_id=connector_id, data={"status": status}
-        )
-    return _fragments(station_id)
+            if before is None:
+                Connector.objects.create(station_id=station_id, connector_id=connector_id, **values)
+            else:
+                Connector.objects.filter(station_id=station_id, connector_id=connector_id).update(
+                    **values
+                )
+            # A station re-reports its statuses on every reconnect: only a change is an event
+            # (load management recomputes on events; a fleet reconnecting at once would
+            # otherwise ask for a recompute per connector for nothing).
+            changed = before != status
+        if changed:
+            station_event_emit(
+                events.STATUS, station_id, connector_id=connector_id, data={"status": status}
+            )
+    return _fragments(station_id, organization_id)
 
 
 def authorize(

@@ -42,7 +42,10 @@ def pytest_configure(config):
 def _clean_cache():
     from django.core.cache import cache
 
+    from portal import live
+
     cache.clear()
+    live._watched_memo.clear()  # the process's memo of the cache's "watched" marks
     yield
 
 

@@ -300,12 +300,19 @@ def test_live_view_shows_loads_setpoints_reasons_and_the_chart(tenants, group):
     assert chart.status_code == 200 and b"<svg" in chart.content
 
 
-def test_recompute_pushes_the_live_fragment(tenants, group, monkeypatch):
+def test_recompute_pushes_the_live_fragment_while_a_browser_watches(tenants, group, monkeypatch):
+    from portal.live import watching
+
     pushed = []
     monkeypatch.setattr(
         "portal.live.push", lambda group, event, **kw: pushed.append((group, event, kw))
     )
     arrive(stations_of(group)[0])
+    recompute(tenants.a.pk)
+    assert pushed == []  # nobody looks: nothing rendered, the summary is stored for page loads
+    assert live.summary_get(tenants.a.pk) is not None
+    watching(tenants.a.pk)
+    arrive(stations_of(group)[1])
     recompute(tenants.a.pk)
     [(_group, event, kw)] = pushed
     assert event == "load.changed" and 'id="load-live"' in kw["fragments"]["load-live"]
@@ -314,8 +321,11 @@ def test_recompute_pushes_the_live_fragment(tenants, group, monkeypatch):
 def test_with_a_broker_a_burst_of_recomputes_is_pushed_once_then_its_newest_state(
     tenants, group, settings, monkeypatch
 ):
+    from portal.live import watching
+
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.LOADMGMT_LIVE_PUSH_SECONDS = 5.0
+    watching(tenants.a.pk)
     pushed, scheduled = [], []
     monkeypatch.setattr(
         "portal.live.push", lambda group, event, **kw: pushed.append(kw["fragments"]["load-live"])
@@ -474,3 +484,28 @@ def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, group):
         s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
     ]
     assert (station.setpoint.current, station.setpoint.phases) == (16, 3)
+
+
+def test_the_lock_is_renewed_while_a_long_recompute_runs_and_lapses_without_its_holder(
+    tenants, monkeypatch
+):
+    import time
+
+    monkeypatch.setattr(tasks, "LOCK_SECONDS", 1)
+    monkeypatch.setattr(tasks, "LOCK_RENEW_SECONDS", 0.2)
+    key = tasks._lock_key(tenants.a.pk)
+    held_late = []
+
+    def slow_recompute(organization_id, **kwargs):
+        time.sleep(2.5)  # longer than LOCK_SECONDS: only the renewals keep the lock
+        held_late.append(not cache.add(key, "another worker", timeout=1))
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", slow_recompute)
+    tasks.recompute_locked(tenants.a.pk)
+    assert held_late == [True]
+    assert not cache.get(key)  # released at the end
+    # A holder that died (no renewals): the organization is free again after LOCK_SECONDS.
+    cache.add(key, "killed worker", timeout=tasks.LOCK_SECONDS)
+    time.sleep(1.2)
+    assert cache.add(key, "next worker", timeout=1)
+    cache.delete(key)

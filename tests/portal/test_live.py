@@ -96,3 +96,25 @@ async def test_foreign_origin_is_refused(tenants):
     communicator.scope["user"] = tenants.owner_a
     connected, _ = await communicator.connect()
     assert not connected
+
+
+async def test_a_watching_browser_marks_its_organization_and_each_ping_renews_it(
+    tenants, monkeypatch
+):
+    from django.core.cache import cache
+
+    from portal import live
+
+    assert not await database_sync_to_async(live.watched)(tenants.a.id)
+    member, ok, _ = await _connect(tenants.viewer_a, "alpha")
+    assert ok and (await member.receive_json_from())["event"] == "live.hello"
+    assert await database_sync_to_async(live.watched)(tenants.a.id)
+    assert not await database_sync_to_async(live.watched)(tenants.b.id)
+    # The mark lapses unless renewed: a ping renews it.
+    await database_sync_to_async(cache.delete)(live._watch_key(tenants.a.id))
+    live._watched_memo.clear()
+    assert not await database_sync_to_async(live.watched)(tenants.a.id)
+    await member.send_json_to({"event": "ping"})
+    assert (await member.receive_json_from())["event"] == "pong"
+    assert await database_sync_to_async(live.watched)(tenants.a.id)
+    await member.disconnect()
