@@ -88,10 +88,10 @@ class SimProcess:
 
     async def life(self, st: StationState, delay: float) -> None:
         await asyncio.sleep(delay)
-        retry = False
+        retry: float | None = None
         while not self.stopping:
-            if retry:
-                await asyncio.sleep(self.rng.uniform(1.0, 5.0))
+            if retry is not None:
+                await asyncio.sleep(retry)
             try:
                 ws = await connect(
                     st.spec.url + st.spec.charge_point_id,
@@ -105,11 +105,15 @@ class SimProcess:
                 )
             except Exception as exc:  # refused, 502 from nginx while restarting, timeout
                 self.counts["connect_failures"] += 1
-                status = getattr(getattr(exc, "response", None), "status_code", "")
+                response = getattr(exc, "response", None)
+                status = getattr(response, "status_code", "")
                 self.errors[f"connect: {type(exc).__name__} {status}".rstrip()] += 1
-                retry = True
+                # As chargers do: the server's Retry-After if it sent one, else 1-5 s.
+                retry = self.rng.uniform(1.0, 5.0)
+                with contextlib.suppress(Exception):
+                    retry = float(response.headers["Retry-After"])
                 continue
-            retry = False
+            retry = None
             self.counts["connects"] += 1
             st.ws, st.online = ws, True
             # Profiles count from the connection on: the portal may send them before it

@@ -88,6 +88,23 @@ def db_threads() -> int:
     return int(_get("OCPP_DB_THREADS", 8))
 
 
+def admission_max_connecting() -> int:
+    """Handshakes one process works on at once; more are refused with 503 (0: no limit)."""
+    return int(_get("OCPP_ADMISSION_MAX_CONNECTING", 200))
+
+
+def admission_max_db_backlog() -> int:
+    """Queued OCPP database calls in one process above which new handshakes are refused with
+    503: the stations already connected are served first (0: no limit)."""
+    return int(_get("OCPP_ADMISSION_MAX_DB_BACKLOG", 300))
+
+
+def admission_retry_after() -> tuple[int, int]:
+    """Range of the Retry-After (seconds) sent with a 503, spread to smooth the retries."""
+    low, _, high = str(_get("OCPP_ADMISSION_RETRY_AFTER", "5-30")).partition("-")
+    return int(low), int(high or low)
+
+
 def public_ws_base() -> str:
     """Base of the OCPP URL shown to owners: ``OCPP_PUBLIC_URL`` or derived from SITE_URL."""
     explicit = _get("OCPP_PUBLIC_URL", "")

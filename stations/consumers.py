@@ -1,6 +1,7 @@
 """The OCPP endpoint ``/ocpp/<charge_point_id>``: one consumer per station connection.
 
-Handshake (before any upgrade): too many failed passwords for the identity or from the address
+Handshake (before any upgrade): a process busy bringing other stations up → HTTP 503 with
+Retry-After (stations/admission.py), too many failed passwords for the identity or from the address
 → HTTP 429 (stations/credentials.py), unknown identity → HTTP 404 (and recorded), missing or
 wrong Basic credentials → HTTP 401, through the ASGI websocket denial-response extension when the
 server offers it (Uvicorn does), else a close before accept (403). Subprotocol ``ocpp1.6``
@@ -40,7 +41,7 @@ from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.v16 import call as v16_call
 
-from stations import commands, conf, credentials, services
+from stations import admission, commands, conf, credentials, services
 from stations.centralsystem import CentralSystem
 from stations.dbcalls import db, in_thread_context
 from stations.live import push_rendered
@@ -102,6 +103,24 @@ class OcppConsumer(AsyncWebsocketConsumer):
     # --- handshake ----------------------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        busy = admission.gate.busy()
+        if busy is not None:
+            admission.gate.refused += 1
+            if admission.gate.refused % 1000 == 1:
+                log.warning("handshake refused (busy: %s), %d so far", busy, admission.gate.refused)
+            await self.deny(
+                503,
+                "Too many stations connecting at once; try again later.",
+                [(b"retry-after", str(admission.gate.retry_after()).encode())],
+            )
+            return
+        admission.gate.connecting += 1
+        try:
+            await self._connect()
+        finally:
+            admission.gate.connecting -= 1
+
+    async def _connect(self) -> None:
         self.ref = None
         self.tasks: set[asyncio.Task] = set()
         self.running_commands: set[int] = set()
@@ -158,7 +177,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         # Newest wins: older connections of this identity (any process) close themselves;
         # they only mark the station offline if they still hold it (channel_name).
-        fragments = await db(services.connection_open)(ref.id, self.channel_name, self.remote_addr)
+        fragments = await db(services.connection_open)(
+            ref.id, self.channel_name, self.remote_addr, ref.organization_id
+        )
         await self.channel_layer.group_send(
             self.group, {"type": "ocpp.replace", "channel": self.channel_name}
         )
@@ -447,7 +468,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.relay.close()
         with contextlib.suppress(Exception):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        fragments = await db(services.connection_closed)(ref.id, self.channel_name)
+        fragments = await db(services.connection_closed)(
+            ref.id, self.channel_name, ref.organization_id
+        )
         if fragments is not None:
             with contextlib.suppress(Exception):
                 await push_rendered(
@@ -482,7 +505,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self.group = commands.station_group(ref.id)
             await self.channel_layer.group_add(self.group, self.channel_name)
             fragments = await db(services.connection_open)(
-                ref.id, self.channel_name, self.remote_addr
+                ref.id, self.channel_name, self.remote_addr, ref.organization_id
             )
             await db(services.relay_error_clear)(ref.id)
             await self.channel_layer.group_send(

@@ -72,6 +72,28 @@ async def test_a_whole_session_emits_every_event(station, card, receiver):
     assert started.organization_id == station.organization_id
 
 
+async def test_a_status_is_an_event_only_when_it_changes(station, receiver):
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("BootNotification", BOOT)
+    for status in ("Available", "Available", "Preparing", "Preparing", "Available"):
+        await cp.call(
+            "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": status}
+        )
+    statuses = [e.data["status"] for e in receiver if e.kind == "status"]
+    assert statuses == ["Available", "Preparing", "Available"]
+    await cp.disconnect()
+    # A reconnect re-reporting the same status is no event either (a fleet reconnecting at
+    # once would ask load management for a recompute per connector).
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call(
+        "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+    )
+    assert [e.data["status"] for e in receiver if e.kind == "status"] == statuses
+    await cp.disconnect()
+
+
 async def test_inputs_by_data_transfer(station, receiver):
     cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
     assert (await cp.handshake())[0]
