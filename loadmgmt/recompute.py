@@ -9,9 +9,11 @@
    (the accepted lease, or the larger of it and an unanswered one). Offline and unresponsive
    stations are passed as offline: the engine counts them at the higher of their lease and
    their fail-safe current and sends them nothing.
-3. **Plan** (``engine.allocate``) and **transition**: decreases first; only once every
-   decrease is accepted (waiting up to ``LOADMGMT_ACK_WAIT_SECONDS``) the increases go out.
-   Unchanged setpoints are renewed when their lease is half over.
+3. **Plan** (``engine.allocate``) and **transition**: decreases first; each increase goes out
+   as soon as the decreases acknowledged so far leave room for it on every node and phase it
+   loads (``engine.transition.IncreaseGate``; at the latest when every decrease is accepted,
+   waiting up to ``LOADMGMT_ACK_WAIT_SECONDS``). Unchanged setpoints are renewed when their
+   lease is half over.
 4. **Record** targets, reasons and the node loads (samples for the chart) and push the live
    view.
 
@@ -39,7 +41,7 @@ from loadmgmt.engine import model as engine
 from loadmgmt.engine.allocate import allocate
 from loadmgmt.engine.metering import cars_below
 from loadmgmt.engine.model import Triple
-from loadmgmt.engine.transition import StepKind, plan_transition
+from loadmgmt.engine.transition import Change, IncreaseGate, StepKind, plan_transition
 from loadmgmt.models import (
     ConnectorSetpoint,
     FailureAction,
@@ -118,19 +120,22 @@ def acknowledgements_record(states: Iterable[ConnectorSetpoint], now: datetime) 
         "pk", "status", "finished_at"
     )
     for command_id, status, finished_at in answered:
-        state = waiting.pop(command_id)
-        if status == CommandStatus.ACCEPTED:
-            state.accepted_current = state.sent_current
-            state.accepted_phases = state.sent_phases
-            state.accepted_valid_to = state.sent_valid_to
-            state.accepted_at = finished_at or now
-            state.unresponsive_since = None
-            state.sent_command_id = None
-        elif status in FAILED:
-            state.unresponsive_since = state.unresponsive_since or (finished_at or now)
-            state.sent_command_id = None
+        _answer_fold(waiting.pop(command_id), status, finished_at or now)
     # Left over: commands deleted meanwhile (station deleted, log purged): no answer will come.
     for state in waiting.values():
+        state.sent_command_id = None
+
+
+def _answer_fold(state: ConnectorSetpoint, status: str, at: datetime) -> None:
+    if status == CommandStatus.ACCEPTED:
+        state.accepted_current = state.sent_current
+        state.accepted_phases = state.sent_phases
+        state.accepted_valid_to = state.sent_valid_to
+        state.accepted_at = at
+        state.unresponsive_since = None
+        state.sent_command_id = None
+    elif status in FAILED:
+        state.unresponsive_since = state.unresponsive_since or at
         state.sent_command_id = None
 
 
@@ -430,18 +435,13 @@ def other_load_held(
 # --- 3. plan and transition ---------------------------------------------------------------
 
 
-def _wait_for(command_ids: list[int], seconds: float) -> bool:
-    """True once every command has an answer; False when ``seconds`` ran out."""
-    deadline = time.monotonic() + seconds
-    while True:
-        open_ = StationCommand.objects.filter(
-            pk__in=command_ids, status=CommandStatus.PENDING
-        ).count()
-        if not open_:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
+def _answers(command_ids: list[int]) -> list[tuple[int, str, datetime | None]]:
+    """(id, status, finished_at) of the commands that have an answer."""
+    return list(
+        StationCommand.objects.filter(pk__in=command_ids)
+        .exclude(status=CommandStatus.PENDING)
+        .values_list("pk", "status", "finished_at")
+    )
 
 
 def _send(
@@ -470,6 +470,55 @@ def _send(
     for (state, _sp), command in zip(changes, commands, strict=True):
         state.sent_command_id = command.pk
     return [c.pk for c in commands if c.status == CommandStatus.PENDING]
+
+
+def _increases_send(
+    gate: IncreaseGate,
+    down: list[Change],
+    pending: list[int],
+    states: dict[str, ConnectorSetpoint],
+    inputs: Inputs,
+    seconds: float,
+) -> int:
+    """Send every increase as soon as the gate lets it through (see
+    ``engine.transition.IncreaseGate``), polling the decreases' answers for up to ``seconds``.
+    Returns how many went out; the gate keeps those still held."""
+    sent = 0
+
+    def release() -> None:
+        nonlocal sent
+        ready = gate.ready()
+        if ready:
+            _send(
+                [(states[c.station_id], c.after) for c in ready],
+                inputs.station_rows,
+                timezone.now(),
+                inputs.keep_last,
+            )
+            sent += len(ready)
+
+    release()
+    station_of = {
+        states[c.station_id].sent_command_id: c.station_id
+        for c in down
+        if states[c.station_id].sent_command_id in pending
+    }
+    deadline = time.monotonic() + seconds
+    while station_of and gate.waiting:
+        answered = _answers(list(station_of))
+        for command_id, status, finished_at in answered:
+            sid = station_of.pop(command_id)
+            # Folded now: the station's own increase may go out next and replaces sent_*.
+            _answer_fold(states[sid], status, finished_at or timezone.now())
+            if status == CommandStatus.ACCEPTED:
+                gate.acknowledged(sid)
+        if answered:
+            release()
+        elif time.monotonic() >= deadline:
+            break
+        else:
+            time.sleep(0.005)
+    return sent
 
 
 def _idle_at_fail_safe_zero(station: engine.Station, previous: engine.Setpoint) -> bool:
@@ -526,18 +575,10 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
     previous = {sid: st.setpoint or engine.OFF for sid, st in online.items()}
     target = plan.setpoints()
     transition = plan_transition(previous, target)
-    decreases = [
-        (states[c.station_id], c.after)
-        for step in transition.steps
-        if step.kind is StepKind.DECREASE
-        for c in step.changes
-    ]
-    increases = [
-        (states[c.station_id], c.after)
-        for step in transition.steps
-        if step.kind is StepKind.INCREASE
-        for c in step.changes
-    ]
+    down = [c for step in transition.steps if step.kind is StepKind.DECREASE for c in step.changes]
+    up = [c for step in transition.steps if step.kind is StepKind.INCREASE for c in step.changes]
+    decreases = [(states[c.station_id], c.after) for c in down]
+    increases = [(states[c.station_id], c.after) for c in up]
     changing = {id(s) for s, _ in decreases} | {id(s) for s, _ in increases}
     renewals = [
         (state, previous[sid])
@@ -567,25 +608,15 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
     grouped = {id(x) for x in states.values()}
     _save([*states.values(), *(x for x in existing.values() if id(x) not in grouped)])
     if increases:
-        decrease_ids = [s.sent_command_id for s, _ in decreases if s.sent_command_id]
-        all_answered = not decrease_ids or _wait_for(
-            [i for i in decrease_ids if i in pending], conf.ack_wait_seconds()
+        gate = IncreaseGate(inputs.nodes, online, plan, down, up)
+        report.sent_increases = _increases_send(
+            gate, down, pending, states, inputs, conf.ack_wait_seconds()
         )
-        decreased = (
-            all_answered
-            and not StationCommand.objects.filter(pk__in=decrease_ids)
-            .exclude(status=CommandStatus.ACCEPTED)
-            .exists()
-        )
-        if decreased:
-            acknowledgements_record([s for s, _ in decreases], timezone.now())
-            tick = report.mark("wait", tick)
-            _send(increases, inputs.station_rows, timezone.now(), inputs.keep_last)
-            tick = report.mark("send_up", tick)
-            report.sent_increases = len(increases)
-        else:
+        tick = report.mark("send_up", tick)
+        if gate.waiting:
             report.increases_held = True
             log.info("org %s: increases held until every decrease is accepted", organization_id)
+    acknowledgements_record([s for s, _ in decreases], timezone.now())
     if renewals or retries:
         _send(renewals + retries, inputs.station_rows, timezone.now(), inputs.keep_last)
         tick = report.mark("renew", tick)

@@ -100,15 +100,15 @@ def test_after_leases_lapsed_no_batch_of_leases_can_overload_the_line(tenants, m
             if c.pk not in seen
         ]
 
-    real_wait = recompute_module._wait_for
+    real_answers = recompute_module._answers
 
-    def acknowledged(ids, seconds):
+    def acknowledged(ids):
         batch = sent_since_last_batch()
         batches.append(batch)
         _accept(batch)  # the stations answer the batch
-        return real_wait(ids, seconds)
+        return real_answers(ids)
 
-    monkeypatch.setattr(recompute_module, "_wait_for", acknowledged)
+    monkeypatch.setattr(recompute_module, "_answers", acknowledged)
     recompute(tenants.a.pk)
     batches.append(sent_since_last_batch())
 

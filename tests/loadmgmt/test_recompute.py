@@ -117,17 +117,39 @@ def test_increases_wait_until_every_decrease_is_accepted(tenants, group):
     assert report.sent_increases == 1 and limit(leases(s2).last()) == (16.0, 3)
 
 
+def test_an_increase_that_fits_beside_the_pending_decreases_goes_out_at_once(tenants, group):
+    """Pipelining: s2's 16 A fits on the line even with s1 still at its old 10 A, so it goes
+    out in the same recompute although s1 has not answered its decrease."""
+    from loadmgmt.models import StationLimits
+
+    s1, s2, *_ = stations_of(group)
+    StationLimits.objects.filter(station=s1).update(max_current=10)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    recompute(tenants.a.pk)
+    assert limit(leases(s1).last()) == (10.0, 3)
+    StationLimits.objects.filter(station=s1).update(max_current=8)
+    StationLimits.objects.filter(station=s2).update(max_current=16)
+    arrive(s2)
+    report = recompute(tenants.a.pk)
+    assert report.sent_decreases == 1 and report.sent_increases == 1
+    assert not report.increases_held
+    assert leases(s1).last().status == "pending"  # unanswered, yet:
+    assert limit(leases(s2).last()) == (16.0, 3)
+
+
 def stations_answer_while_the_recompute_waits(monkeypatch):
     """Every pending lease is accepted as soon as the recompute waits for the decreases."""
     from loadmgmt import recompute as module
 
-    real_wait = module._wait_for
+    real_answers = module._answers
 
-    def answered(ids, seconds):
+    def answered(ids):
         accept_all()
-        return real_wait(ids, seconds)
+        return real_answers(ids)
 
-    monkeypatch.setattr(module, "_wait_for", answered)
+    monkeypatch.setattr(module, "_answers", answered)
 
 
 def test_increases_follow_at_once_when_the_decrease_is_accepted_in_time(
