@@ -531,3 +531,15 @@ def test_the_lock_is_renewed_while_a_long_recompute_runs_and_lapses_without_its_
     time.sleep(1.2)
     assert cache.add(key, "next worker", timeout=1)
     cache.delete(key)
+
+
+def test_renewal_thresholds_are_spread_between_40_and_60_percent_of_the_lease(settings):
+    from loadmgmt.recompute import renew_below
+
+    settings.LOADMGMT_LEASE_SECONDS = 60
+    thresholds = [renew_below(station_id, 1) for station_id in range(1, 2001)]
+    assert min(thresholds) >= 24 and max(thresholds) <= 36
+    # Spread, not bunched: every 2-second band of the range is used by many connectors.
+    bands = [sum(24 + 2 * b <= t < 26 + 2 * b for t in thresholds) for b in range(6)]
+    assert min(bands) > 200, bands
+    assert renew_below(7, 1) == renew_below(7, 1)  # stable per connector
