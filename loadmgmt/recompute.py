@@ -256,6 +256,7 @@ class Inputs:
     states: dict[str, ConnectorSetpoint]
     station_rows: dict[int, StationRow]
     keep_last: set[str]
+    fail_safes: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def inputs_build(
@@ -386,7 +387,8 @@ def inputs_build(
             )
         )
     nodes = other_load_held(organization.pk, nodes, stations, now)
-    return Inputs(nodes, stations, states, station_rows, keep_last)
+    fail_safes = {st.id: st.fail_safe_current for st in stations}
+    return Inputs(nodes, stations, states, station_rows, keep_last, fail_safes)
 
 
 def _other_key(organization_id: int) -> str:
@@ -444,20 +446,42 @@ def _answers(command_ids: list[int]) -> list[tuple[int, str, datetime | None]]:
     )
 
 
+def falls_back_higher(current: int | None, phases: int | None, fail_safe: int) -> bool:
+    """Whether the station's fail-safe lets it draw more than this lease on some phase (the
+    fail-safe counts on all three phases)."""
+    if fail_safe <= 0:
+        return False
+    return current is None or current < fail_safe or phases != 3
+
+
+def lease_length(current: int, phases: int, fail_safe: int) -> float:
+    """Seconds a lease is valid. A station whose fail-safe is above its lease (a waiting car
+    at 0 A, say) gets a lease one lease longer, and renews it as much earlier: when the portal
+    is gone, every other station falls back first, so the fail-safe of one is never added to
+    the leases of the others (seen in the worker-kill fault test: 38 A on a 32 A line when a
+    waiting car's 0 A lease ended before the charging cars' ones)."""
+    lease = conf.lease_seconds()
+    return 2 * lease if falls_back_higher(current, phases, fail_safe) else lease
+
+
 def _send(
     changes: list[tuple[ConnectorSetpoint, engine.Setpoint]],
-    rows: dict[int, StationRow],
+    inputs: Inputs,
     now: datetime,
-    keep_last: set[str],
 ) -> list[int]:
     """Send one lease per change; records what was sent on the states."""
     if not changes:
         return []
-    lease = conf.lease_seconds()
+    rows, keep_last = inputs.station_rows, inputs.keep_last
     items = []
     for state, sp in changes:
         sid = engine_id(state.station_id, state.connector_id)
-        valid_to = None if sid in keep_last else now + timedelta(seconds=lease)
+        valid_to = (
+            None
+            if sid in keep_last
+            else now
+            + timedelta(seconds=lease_length(sp.current, sp.phases, inputs.fail_safes.get(sid, 0)))
+        )
         payload = profiles.lease_payload(
             profiles.Lease(state.connector_id, sp.current, sp.phases, valid_to)
         )
@@ -489,12 +513,7 @@ def _increases_send(
         nonlocal sent
         ready = gate.ready()
         if ready:
-            _send(
-                [(states[c.station_id], c.after) for c in ready],
-                inputs.station_rows,
-                timezone.now(),
-                inputs.keep_last,
-            )
+            _send([(states[c.station_id], c.after) for c in ready], inputs, timezone.now())
             sent += len(ready)
 
     release()
@@ -527,16 +546,23 @@ def _idle_at_fail_safe_zero(station: engine.Station, previous: engine.Setpoint) 
     return previous.current == 0 and station.fail_safe_current == 0
 
 
-def _needs_renewal(state: ConnectorSetpoint, now: datetime, keep_last: bool) -> bool:
+def _needs_renewal(
+    state: ConnectorSetpoint, now: datetime, keep_last: bool, fail_safe: int
+) -> bool:
     if state.sent_command_id is not None:
         return False  # an answer is still awaited
     if keep_last:
         return state.sent_at is None
     if state.accepted_valid_to is None:
         return True
-    return (state.accepted_valid_to - now).total_seconds() < renew_below(
-        state.station_id, state.connector_id
+    # A longer lease (see lease_length) is renewed as much earlier: its holder stays last.
+    extra = (
+        conf.lease_seconds()
+        if falls_back_higher(state.accepted_current, state.accepted_phases, fail_safe)
+        else 0.0
     )
+    left = (state.accepted_valid_to - now).total_seconds()
+    return left < extra + renew_below(state.station_id, state.connector_id)
 
 
 def renew_below(station_id: int, connector_id: int) -> float:
@@ -599,7 +625,7 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
         and id(state) not in changing
         and sid in target
         and not _idle_at_fail_safe_zero(online[sid], previous[sid])
-        and _needs_renewal(state, now, sid in inputs.keep_last)
+        and _needs_renewal(state, now, sid in inputs.keep_last, inputs.fail_safes.get(sid, 0))
     ]
     # Unresponsive but connected: offer the fail-safe current again (never more than what
     # the station is counted at); once accepted, it takes part in the next plan.
@@ -614,7 +640,7 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
             retries.append((state, engine.Setpoint(st.fail_safe_current, 3)))
     # Renewals and retries keep a setpoint as it is (the lease has half its time left):
     # they go out after the changes, so that a car's arrival waits for none of them.
-    pending = _send(decreases, inputs.station_rows, now, inputs.keep_last)
+    pending = _send(decreases, inputs, now)
     tick = report.mark("send_down", tick)
     report.sent_decreases, report.renewed = len(decreases), len(renewals) + len(retries)
     grouped = {id(x) for x in states.values()}
@@ -630,7 +656,7 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
             log.info("org %s: increases held until every decrease is accepted", organization_id)
     acknowledgements_record([s for s, _ in decreases], timezone.now())
     if renewals or retries:
-        _send(renewals + retries, inputs.station_rows, timezone.now(), inputs.keep_last)
+        _send(renewals + retries, inputs, timezone.now())
         tick = report.mark("renew", tick)
     if increases or renewals or retries:
         _save(states.values())

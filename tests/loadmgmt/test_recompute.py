@@ -3,7 +3,7 @@ stations counted safely, shedding inputs, and the triggers (hooks, debounce, loc
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.cache import cache
@@ -543,3 +543,40 @@ def test_renewal_thresholds_are_spread_between_40_and_60_percent_of_the_lease(se
     bands = [sum(24 + 2 * b <= t < 26 + 2 * b for t in thresholds) for b in range(6)]
     assert min(bands) > 200, bands
     assert renew_below(7, 1) == renew_below(7, 1)  # stable per connector
+
+
+def test_stations_whose_fail_safe_is_above_their_lease_fall_back_last(tenants, group, settings):
+    """When the portal is gone every lease ends on its own. A station whose fail-safe (6 A)
+    is above its lease (0 A: no car, or a waiting one) must not reach it while the others still
+    hold theirs: its lease is one lease longer, and renewed as much earlier."""
+    from loadmgmt.recompute import renew_below
+
+    settings.LOADMGMT_LEASE_SECONDS = 60
+    s1, s2, *_ = stations_of(group)
+    arrive(s1)
+    before = timezone.now()
+    recompute(tenants.a.pk)
+    accept_all()
+    recompute(tenants.a.pk)
+
+    def valid_for(station):
+        command = leases(station).last()
+        valid_to = command.payload["csChargingProfiles"]["validTo"]
+        return (datetime.fromisoformat(valid_to.replace("Z", "+00:00")) - before).total_seconds()
+
+    assert limit(leases(s1).last()) == (32.0, 3) and 59 <= valid_for(s1) <= 62
+    assert limit(leases(s2).last()) == (0.0, 3) and 119 <= valid_for(s2) <= 122
+    # Renewals keep the order: the long lease is renewed one lease earlier than the short.
+    state1 = ConnectorSetpoint.objects.get(station=s1)
+    state2 = ConnectorSetpoint.objects.get(station=s2)
+    left = 60 + renew_below(s2.pk, 1) - 1  # just below its threshold
+    ConnectorSetpoint.objects.filter(pk=state2.pk).update(
+        accepted_valid_to=timezone.now() + timedelta(seconds=left)
+    )
+    ConnectorSetpoint.objects.filter(pk=state1.pk).update(
+        accepted_valid_to=timezone.now() + timedelta(seconds=renew_below(s1.pk, 1) + 2)
+    )
+    sent = leases().count()
+    recompute(tenants.a.pk)
+    renewed = {c.station_id for c in leases()[sent:]}
+    assert s2.pk in renewed and s1.pk not in renewed

@@ -905,7 +905,9 @@ async def celery_worker_killed(
     await charge(fleet, charging)
     start = time.monotonic()
     await asyncio.to_thread(fleet.kill_worker)
-    await asyncio.sleep(fleet.config.lease_seconds + 2)  # every lease has ended
+    # Every lease has ended: those of stations whose fail-safe is above their lease last,
+    # after two lease lengths (loadmgmt.recompute.lease_length).
+    await asyncio.sleep(2 * fleet.config.lease_seconds + 2)
     offered = fleet.offered()
     fail_safe = [6.0 if i == 0 else 0.0 for i in charging]
     held = [offered[i] for i in charging] == fail_safe
