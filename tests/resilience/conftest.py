@@ -662,15 +662,19 @@ class FaultFleet:
         # The cars leaving made a recompute send new leases: let their answers be recorded
         # (a call is answered or times out within OCPP_CALL_TIMEOUT) before auditing.
         async def settled() -> bool:
-            (open_,) = (
+            (open_, now) = (
                 await self.aquery(
                     """
-                    SELECT count(*) FROM stations_stationcommand WHERE station_id = ANY(%s)
-                    AND sent_at IS NOT NULL AND finished_at IS NULL
+                    SELECT count(*), now() FROM stations_stationcommand
+                    WHERE station_id = ANY(%s) AND sent_at IS NOT NULL AND finished_at IS NULL
                     """,
                     self.station_ids,
                 )
             )[0]
+            if open_ == 0:
+                # Renewals keep going out (spread over the cycles): the audit judges the
+                # commands sent before this moment, each of which has its result.
+                self.settled_at = now
             return open_ == 0
 
         with contextlib.suppress(TimeoutError):  # the audit then names what is open
@@ -713,11 +717,14 @@ class FaultFleet:
             for station, claimed, unfinished in await self.aquery(
                 """
                 SELECT station_id, count(*) FILTER (WHERE sent_at IS NOT NULL),
-                       count(*) FILTER (WHERE sent_at IS NOT NULL AND finished_at IS NULL)
+                       count(*) FILTER (
+                         WHERE sent_at IS NOT NULL AND finished_at IS NULL
+                         AND sent_at < coalesce(%s, 'infinity'::timestamptz))
                 FROM stations_stationcommand
                 WHERE station_id = ANY(%s) AND action = 'SetChargingProfile'
                 GROUP BY station_id
                 """,
+                getattr(self, "settled_at", None),
                 self.station_ids,
             )
         }
