@@ -12,8 +12,9 @@
 3. **Plan** (``engine.allocate``) and **transition**: decreases first; each increase goes out
    as soon as the decreases acknowledged so far leave room for it on every node and phase it
    loads (``engine.transition.IncreaseGate``; at the latest when every decrease is accepted,
-   waiting up to ``LOADMGMT_ACK_WAIT_SECONDS``). Unchanged setpoints are renewed when their
-   lease is half over.
+   waiting up to ``LOADMGMT_ACK_WAIT_SECONDS``). Unchanged setpoints are renewed when 40-60 %
+   of their lease is left (``renew_below``); a station whose fail-safe is above its lease gets
+   a longer one (``lease_length``).
 4. **Record** targets, reasons and the node loads (samples for the chart) and push the live
    view.
 
@@ -638,7 +639,7 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
             and state.sent_command_id is None
         ):
             retries.append((state, engine.Setpoint(st.fail_safe_current, 3)))
-    # Renewals and retries keep a setpoint as it is (the lease has half its time left):
+    # Renewals and retries keep a setpoint as it is (the lease has 40-60 % of its time left):
     # they go out after the changes, so that a car's arrival waits for none of them.
     pending = _send(decreases, inputs, now)
     tick = report.mark("send_down", tick)
@@ -658,8 +659,8 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
     if renewals or retries:
         _send(renewals + retries, inputs, timezone.now())
         tick = report.mark("renew", tick)
-    if increases or renewals or retries:
-        _save(states.values())
+    if decreases or increases or renewals or retries:
+        _save(states.values())  # changed rows only: the answers folded since the first save
     _samples_record(organization, inputs.nodes, plan, now)
     report.seconds = time.monotonic() - started
     log.info(
