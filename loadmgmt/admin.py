@@ -127,6 +127,7 @@ class ConnectorSetpointAdmin(admin.ModelAdmin):
         "accepted_current",
         "accepted_valid_to",
         "unresponsive_since",
+        "unresponsive_status",
     ]
     list_filter = ["decision", "station__organization"]
     search_fields = ["station__charge_point_id", "station__name", "reason"]

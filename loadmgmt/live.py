@@ -24,7 +24,10 @@ from loadmgmt.models import (
     TreeNode,
 )
 from portal.live import watched
+from stations.models import CommandStatus
 
+# Answers that mean "I will not take profiles" rather than "I did not answer".
+REFUSED = (CommandStatus.REJECTED, CommandStatus.NOT_SUPPORTED)
 CHART_HOURS = 6
 # The live table shows this many connectors (those that need attention first) and nodes; a
 # site with thousands of stations is read through its nodes, not row by row.
@@ -81,6 +84,8 @@ class ConnectorRow:
     accepted: str
     reason: str
     unresponsive: bool
+    #: It answers, but refuses charging profiles: no smart charging (counted at what it took).
+    refuses: bool = False
 
 
 @dataclass
@@ -164,6 +169,8 @@ def summary_build(
                 accepted=accepted,
                 reason=state.reason,
                 unresponsive=state.unresponsive_since is not None,
+                refuses=state.unresponsive_since is not None
+                and state.unresponsive_status in REFUSED,
             )
         )
     summary.warnings = list(plan.warnings)

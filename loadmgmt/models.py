@@ -363,6 +363,7 @@ class ConnectorSetpoint(models.Model):
     * ``accepted_*``: what the station last accepted, and until when (the lease's validTo);
     * ``unresponsive_since``: the station rejected or did not answer; it is counted at the
       higher of its last accepted limit and its fail-safe until it answers again;
+      ``unresponsive_status`` says which (a refusal is shown as "no smart charging");
     * ``drawn_phases``: station phases the car of ``session_ref`` was seen drawing on under a
       3-phase offer ("0", "01", "012"), reset for every session.
     """
@@ -391,6 +392,9 @@ class ConnectorSetpoint(models.Model):
     accepted_valid_to = models.DateTimeField(null=True, blank=True)
     accepted_at = models.DateTimeField(null=True, blank=True)
     unresponsive_since = models.DateTimeField(null=True, blank=True)
+    #: The failed command's status (rejected, not_supported, error, timeout, offline): a
+    #: station that refuses profiles is told apart from one that does not answer.
+    unresponsive_status = models.CharField(max_length=20, blank=True, default="")
     session_ref = models.BigIntegerField(null=True, blank=True)
     drawn_phases = models.CharField(max_length=3, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)

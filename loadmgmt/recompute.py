@@ -134,9 +134,11 @@ def _answer_fold(state: ConnectorSetpoint, status: str, at: datetime) -> None:
         state.accepted_valid_to = state.sent_valid_to
         state.accepted_at = at
         state.unresponsive_since = None
+        state.unresponsive_status = ""
         state.sent_command_id = None
     elif status in FAILED:
         state.unresponsive_since = state.unresponsive_since or at
+        state.unresponsive_status = status
         state.sent_command_id = None
 
 
@@ -710,6 +712,7 @@ SAVED_FIELDS = [
     "accepted_valid_to",
     "accepted_at",
     "unresponsive_since",
+    "unresponsive_status",
     "session_ref",
     "drawn_phases",
     "updated_at",

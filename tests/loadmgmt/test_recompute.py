@@ -202,14 +202,28 @@ def test_a_rejecting_station_is_counted_at_its_last_accepted_limit(tenants, grou
     accept_all()
     recompute(tenants.a.pk)
     state = ConnectorSetpoint.objects.get(station=s1)
-    assert state.unresponsive_since is not None
+    assert state.unresponsive_since is not None and state.unresponsive_status == "rejected"
+    # The live view tells a refusal from silence: no smart charging at this station.
+    html = tenants.client(tenants.viewer_a).get("/o/alpha/load/").content.decode()
+    assert "refuses charging profiles: no smart charging" in html
+    assert "not answering" not in html
     # s1 may still draw 32 A: nothing is left for s2 on a 32 A line.
     assert ConnectorSetpoint.objects.get(station=s2).target_current == 0
     # s1 is offered its fail-safe again; once it accepts, it takes part again.
     assert limit(leases(s1).last()) == (6.0, 3)
+    # It times out instead: that is silence, not a refusal.
+    StationCommand.objects.filter(status="pending", station=s1).update(
+        status="timed_out", finished_at=timezone.now()
+    )
+    recompute(tenants.a.pk)
+    assert ConnectorSetpoint.objects.get(station=s1).unresponsive_status == "timed_out"
+    html = tenants.client(tenants.viewer_a).get("/o/alpha/load/").content.decode()
+    assert "not answering" in html and "no smart charging" not in html
+    recompute(tenants.a.pk)  # offered its fail-safe again
     accept_all()
     recompute(tenants.a.pk)
-    assert ConnectorSetpoint.objects.get(station=s1).unresponsive_since is None
+    state = ConnectorSetpoint.objects.get(station=s1)
+    assert state.unresponsive_since is None and state.unresponsive_status == ""
 
 
 def test_offline_station_counted_at_its_lease_until_it_ends(tenants, group):
