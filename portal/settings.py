@@ -137,7 +137,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "portal.channel_layer.BatchReceiveRedisChannelLayer",
             "CONFIG": {
                 # redis-py's async pool allows 100 connections by default and raises
                 # MaxConnectionsError beyond: thousands of station sockets joining their

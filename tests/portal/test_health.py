@@ -24,7 +24,7 @@ def test_healthz_against_real_postgresql_and_redis(client):
     body = r.json()
     assert r.status_code == 200, body
     assert body["parts"]["database"]["engine"] == "postgresql"
-    assert body["parts"]["channel_layer"]["backend"] == "RedisChannelLayer"
+    assert body["parts"]["channel_layer"]["backend"] == "BatchReceiveRedisChannelLayer"
     assert body["parts"]["broker"]["needed"] is True
 
 

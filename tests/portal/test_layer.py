@@ -18,7 +18,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 def redis_layer(settings):
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "portal.channel_layer.BatchReceiveRedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
         }
     }

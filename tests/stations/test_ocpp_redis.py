@@ -27,12 +27,13 @@ pytestmark = [
 
 async def test_command_from_process_a_reaches_station_on_process_b(station, settings):
     from channels.layers import channel_layers
-    from channels_redis.core import RedisChannelLayer
+
+    from portal.channel_layer import BatchReceiveRedisChannelLayer
 
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "portal.channel_layer.BatchReceiveRedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix},
         }
     }
@@ -43,7 +44,7 @@ async def test_command_from_process_a_reaches_station_on_process_b(station, sett
     command = await StationCommand.objects.acreate(
         station=station, action="Reset", payload={"type": "Soft"}
     )
-    process_a = RedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
+    process_a = BatchReceiveRedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
     await process_a.group_send(
         commands.station_group(station.pk), {"type": "ocpp.command", "command_id": command.pk}
     )

@@ -1,0 +1,96 @@
+"""The Redis channel layer, receiving many messages per Redis round trip.
+
+channels_redis (4.3) receives the messages of a process's channels one at a time, and each
+costs four round trips to Redis, one after the other: a clean-up script, BZPOPMIN, a ZADD to
+a backup queue and, before the next message may be received, a ZPOPMIN from it. A recompute
+that sends 83 setpoints to stations held by one process therefore queued them behind each
+other in that process's receive loop: measured 0.7 ms a message on a quiet machine and about
+2 ms with the portal busy, 80 to 110 ms between the first and the last command being claimed
+(the load-management benchmark's slowest event, docs/BENCHMARKS.md).
+
+Here one Lua script pops up to ``RECEIVE_BATCH`` messages at once; they wait in the process
+and are handed out without touching Redis. Only an empty queue falls back to the library's
+blocking receive. The guarantee stays the library's: the popped batch is copied to the
+channel's backup queue in the same script, and the next script call drops it (the batch has
+then reached the process) or, when the call that popped it was cancelled before its answer
+arrived, puts it back in front of the queue. Messages the process holds when it dies are lost,
+as those already in channels' per-channel buffers always were; the database is the truth
+(``stations.commands``) and every consumer recovers from a lost message.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from channels_redis.core import RedisChannelLayer
+
+#: Messages popped per round trip. A recompute sends one per station whose setpoint changes.
+RECEIVE_BATCH = 100
+
+# KEYS: none (the layer's other scripts pass names as ARGV as well).
+# ARGV: channel key, backup key, batch size, "1" when the last batch reached the process.
+_POP_BATCH = """
+if ARGV[4] == '1' then
+    redis.call('DEL', ARGV[2])
+else
+    local backed_up = redis.call('ZRANGE', ARGV[2], 0, -1, 'WITHSCORES')
+    for i = #backed_up, 1, -2 do
+        redis.call('ZADD', ARGV[1], backed_up[i], backed_up[i - 1])
+    end
+    redis.call('DEL', ARGV[2])
+end
+local popped = redis.call('ZPOPMIN', ARGV[1], ARGV[3])
+for i = 1, #popped, 2 do
+    redis.call('ZADD', ARGV[2], popped[i + 1], popped[i])
+end
+return popped
+"""
+
+
+class BatchReceiveRedisChannelLayer(RedisChannelLayer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefetched: defaultdict[str, deque[bytes]] = defaultdict(deque)
+        # Channel keys whose last popped batch is held here: its backup is dropped next time.
+        self._batch_held: set[str] = set()
+
+    async def receive_single(self, channel: str) -> tuple[str, dict]:
+        if "!" not in channel:  # a normal channel: shared by processes, never prefetched
+            return await super().receive_single(channel)
+        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
+        assert channel.endswith("!")
+        key = self.prefix + channel
+        held = self._prefetched[key]
+        while not held:
+            connection = self.connection(self.consistent_hash(channel))
+            # Cleared before the call: if it is cancelled after Redis ran it, the batch it
+            # popped stays in the backup and comes back next time (at least once, as in the
+            # library), rather than being dropped as acknowledged.
+            acknowledged = key in self._batch_held
+            self._batch_held.discard(key)
+            popped = await connection.eval(
+                _POP_BATCH,
+                0,
+                key,
+                self._backup_channel_name(key),
+                RECEIVE_BATCH,
+                "1" if acknowledged else "0",
+            )
+            # No await between the script's answer and here: the batch is now held.
+            if popped:
+                held.extend(popped[0::2])
+                self._batch_held.add(key)
+                break
+            # Nothing waiting: block for the next message as the library does (one at a time).
+            result = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+            if result is not None:
+                held.append(result[1])
+        message = self.deserialize(held.popleft())
+        if "__asgi_channel__" in message:
+            channel = message.pop("__asgi_channel__")
+        return channel, message
+
+    async def flush(self) -> None:
+        self._prefetched.clear()
+        self._batch_held.clear()
+        await super().flush()
