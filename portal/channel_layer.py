@@ -20,9 +20,15 @@ as those already in channels' per-channel buffers always were; the database is t
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict, deque
+from collections.abc import Iterable
+from typing import Any
 
 from channels_redis.core import RedisChannelLayer
+
+log = logging.getLogger(__name__)
 
 #: Messages popped per round trip. A recompute sends one per station whose setpoint changes.
 RECEIVE_BATCH = 100
@@ -44,6 +50,28 @@ for i = 1, #popped, 2 do
     redis.call('ZADD', ARGV[2], popped[i + 1], popped[i])
 end
 return popped
+"""
+
+
+#: Messages per script call of ``group_send_many`` (Redis runs a script without a break).
+SEND_BATCH = 500
+
+# KEYS: n channel keys (one may repeat: a process's channels share one key).
+# ARGV: n messages, n capacities, n scores, the expiry cut-off, the expiry.
+_SEND_MANY = """
+local n = #KEYS
+local cutoff, expiry = ARGV[3 * n + 1], ARGV[3 * n + 2]
+local over = 0
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
+        redis.call('ZADD', KEYS[i], ARGV[2 * n + i], ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over = over + 1
+    end
+end
+return over
 """
 
 
@@ -89,6 +117,64 @@ class BatchReceiveRedisChannelLayer(RedisChannelLayer):
         if "__asgi_channel__" in message:
             channel = message.pop("__asgi_channel__")
         return channel, message
+
+    async def group_send_many(self, messages: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """``group_send`` of each ``(group, message)``, in two round trips per Redis server
+        instead of four per group: the members of every group in one pipeline, then every
+        message in one script. Concurrent ``group_send`` calls (as before) needed a
+        connection each, and a recompute that changed 41 setpoints at once opened 30 new ones
+        first (41 sends: 9 ms with warm connections, 35-150 ms when opening them).
+        Messages to one channel keep their order (rising scores)."""
+        messages = list(messages)
+        if not messages:
+            return
+        for group, message in messages:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            assert "__asgi_channel__" not in message
+        groups_by_index: defaultdict[int, list[str]] = defaultdict(list)
+        for group in dict.fromkeys(group for group, _ in messages):
+            groups_by_index[self.consistent_hash(group)].append(group)
+        members: dict[str, list[str]] = {}
+        cutoff = int(time.time()) - self.group_expiry
+        for index, groups in groups_by_index.items():
+            pipe = self.connection(index).pipeline(transaction=False)
+            for group in groups:
+                key = self._group_key(group)
+                pipe.zremrangebyscore(key, min=0, max=cutoff)
+                pipe.zrange(key, 0, -1)
+            found = await pipe.execute()
+            for group, names in zip(groups, found[1::2], strict=True):
+                members[group] = [name.decode("utf8") for name in names]
+        # (channel key, serialized message, capacity) per connection, in the order given.
+        sends: defaultdict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
+        for group, message in messages:
+            if not members[group]:
+                continue
+            by_index, key_message, key_capacity = self._map_channel_keys_to_connection(
+                members[group], message
+            )
+            for index, keys in by_index.items():
+                sends[index].extend((k, key_message[k], key_capacity[k]) for k in keys)
+        now = time.time()
+        expiry = int(self.expiry)
+        for index, items in sends.items():
+            connection = self.connection(index)
+            for start in range(0, len(items), SEND_BATCH):
+                chunk = items[start : start + SEND_BATCH]
+                # 1 µs apart: ZPOPMIN then hands out a channel's messages in this order.
+                scores = [repr(now + (start + i) * 1e-6) for i in range(len(chunk))]
+                over = await connection.eval(
+                    _SEND_MANY,
+                    len(chunk),
+                    *(key for key, _, _ in chunk),
+                    *(body for _, body, _ in chunk),
+                    *(capacity for _, _, capacity in chunk),
+                    *scores,
+                    int(now) - expiry,
+                    expiry,
+                )
+                if over:
+                    log.info("%s of %s messages dropped: channels over capacity", over, len(chunk))
 
     async def flush(self) -> None:
         self._prefetched.clear()

@@ -42,6 +42,9 @@ def _sender_loop() -> asyncio.AbstractEventLoop:
 
 
 async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    if len(messages) > 1 and hasattr(layer, "group_send_many"):  # portal/channel_layer.py
+        await layer.group_send_many(messages)
+        return
     # Concurrently: each group_send is a few Redis round trips.
     await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
 

@@ -24,6 +24,7 @@ The unique id of the answer is the CALL's; when it cannot be read it is ``"-1"``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -176,6 +177,11 @@ class CentralSystem(V16ChargePoint):
         super().__init__(ref.charge_point_id, connection, response_timeout=response_timeout)
         self.ref = ref
         self.on_event = on_event  # consumer callback: pushes, follow-up work
+        # Cleared while a BootNotification is handled, set once its answer is sent: calls of
+        # ours wait for it, so that none reaches the station before the boot's answer (the
+        # boot itself makes load management send the fail-safe profile).
+        self.boot_answered = asyncio.Event()
+        self.boot_answered.set()
 
     # --- framing and validation ---------------------------------------------------------
 
@@ -271,6 +277,14 @@ class CentralSystem(V16ChargePoint):
             await self.call_error(
                 unique_id, PropertyConstraintViolationError(details={"cause": problem})
             )
+            return
+        if action == "BootNotification":
+            self.boot_answered.clear()  # before the consumer hears of the message
+            try:
+                await self.on_event("message", {"action": action})
+                await self._handle_call(Call(unique_id, action, payload))
+            finally:
+                self.boot_answered.set()
             return
         await self.on_event("message", {"action": action})
         if action == "MeterValues":

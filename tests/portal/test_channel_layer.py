@@ -144,3 +144,50 @@ async def test_normal_channels_are_received_as_the_library_does(prefix):
         assert not receiver._prefetched
     finally:
         await receiver.flush()
+
+
+async def test_group_send_many_reaches_every_member_in_order(prefix, monkeypatch):
+    sender, process_a, process_b = _layer(prefix), _layer(prefix), _layer(prefix)
+    try:
+        a = [await process_a.new_channel() for _ in range(30)]
+        b = [await process_b.new_channel() for _ in range(30)]
+        for i in range(30):  # a station's group: its connection in one of the processes
+            await process_a.group_add(f"station-{i}", a[i] if i % 2 else b[i])
+        await process_a.group_add("browsers", a[0])
+        await process_a.group_add("browsers", b[0])
+        messages = [(f"station-{i}", {"type": "x", "n": n}) for n in range(3) for i in range(30)]
+        messages += [("browsers", {"type": "x", "n": 9}), ("nobody-joined", {"type": "x"})]
+        calls = await _count_round_trips(sender, monkeypatch)
+        pipelines = []
+        real_pipeline = sender.connection(0).pipeline
+
+        def counted_pipeline(*args, **kwargs):
+            pipelines.append(1)
+            return real_pipeline(*args, **kwargs)
+
+        monkeypatch.setattr(sender.connection(0), "pipeline", counted_pipeline)
+        await sender.group_send_many(messages)
+        assert pipelines == [1] and calls == ["eval"]  # two round trips in all
+        for i in range(30):
+            layer, channel = (process_a, a[i]) if i % 2 else (process_b, b[i])
+            got = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(3)]
+            assert got == [0, 1, 2], (i, got)
+        assert (await asyncio.wait_for(process_a.receive(a[0]), 5))["n"] == 9
+        # b[0] had its three station messages and the browsers' one, in the order sent.
+    finally:
+        await process_a.flush()
+
+
+async def test_group_send_many_drops_what_is_over_capacity(prefix):
+    sender = BatchReceiveRedisChannelLayer(hosts=[REDIS_URL], prefix=prefix, capacity=2)
+    receiver = _layer(prefix)
+    try:
+        channel = await receiver.new_channel()
+        await receiver.group_add("g", channel)
+        await sender.group_send_many([("g", {"type": "x", "n": n}) for n in range(5)])
+        got = [(await asyncio.wait_for(receiver.receive(channel), 5))["n"] for _ in range(2)]
+        assert got == [0, 1]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(receiver.receive(channel), 0.3)
+    finally:
+        await receiver.flush()

@@ -180,3 +180,136 @@ def test_periodic_entry_registered():
     from portal.schedule import PERIODIC
 
     assert PERIODIC["stations-mark-offline"].task == "stations.tasks.stations_mark_offline"
+
+
+# --- unattended commands (load management's profiles) ---------------------------------------
+
+
+def profile(connector_id: int = 1, limit: int = 16) -> dict:
+    return {
+        "connectorId": connector_id,
+        "csChargingProfiles": {
+            "chargingProfileId": 11,
+            "stackLevel": 1,
+            "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit, "numberPhases": 3}],
+            },
+        },
+    }
+
+
+async def send_unattended(station):
+    """A charging profile no person asked for, as load management sends them."""
+    fresh = await Station.objects.aget(pk=station.pk)
+    (command,) = await sync_to_async(commands.commands_send_bulk)(
+        [(fresh, "SetChargingProfile", profile())], schema_checked=True
+    )
+    return command
+
+
+async def test_an_unattended_profile_goes_out_without_waiting_for_its_claim(station, monkeypatch):
+    """Load management's profile reaches the station while its row is still being claimed;
+    the outcome is recorded after the claim, so the row ends claimed and answered."""
+    import asyncio
+    import time as time_module
+
+    cp = await booted()
+    real_claim = commands.command_claim
+
+    def slow_claim(command_id, station_id):
+        time_module.sleep(0.8)
+        return real_claim(command_id, station_id)
+
+    monkeypatch.setattr(commands, "command_claim", slow_claim)
+    started = asyncio.get_running_loop().time()
+    command = await send_unattended(station)
+    call = await cp.expect_call(0.6)  # before the claim could have answered
+    assert asyncio.get_running_loop().time() - started < 0.6
+    assert call[2] == "SetChargingProfile" and call[3]["connectorId"] == 1
+    await cp.answer(call, {"status": "Accepted"})
+    row = await wait_status(command.pk, 3)
+    assert row.status == "accepted" and row.sent_at is not None
+    assert row.sent_at <= row.finished_at
+    await cp.disconnect()
+
+
+async def test_a_person_s_command_still_waits_for_its_claim(station, tenants, monkeypatch):
+    import time as time_module
+
+    cp = await booted()
+    real_claim = commands.command_claim
+
+    def slow_claim(command_id, station_id):
+        time_module.sleep(0.8)
+        return real_claim(command_id, station_id)
+
+    monkeypatch.setattr(commands, "command_claim", slow_claim)
+    command = await send(station, "Reset", {"type": "Soft"}, tenants.owner_a)
+    assert await cp.receive_nothing(0.5)
+    call = await cp.expect_call(2)
+    await cp.answer(call, {"status": "Accepted"})
+    assert (await wait_status(command.pk)).status == "accepted"
+    await cp.disconnect()
+
+
+async def test_a_stale_unattended_profile_is_not_delivered_on_reconnect(station, tenants):
+    """Load management re-sends what it wants after a reconnect; a lease left pending from
+    before (its message lost) must not reach the station after a newer one."""
+    await Station.objects.filter(pk=station.pk).aupdate(online=True, registration_status="Accepted")
+    fresh = await Station.objects.aget(pk=station.pk)
+    stale = await StationCommand.objects.acreate(
+        station=fresh, action="SetChargingProfile", payload=profile(1, 32)
+    )
+    wanted = await StationCommand.objects.acreate(
+        station=fresh,
+        action="SetChargingProfile",
+        payload=profile(0, 10),
+        requested_by=tenants.owner_a,
+    )
+    assert await sync_to_async(commands.commands_pending)(station.pk, "Accepted") == [wanted.pk]
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    actions = []
+    for _ in range(2):  # the resume's TriggerMessage and the person's profile, nothing more
+        call = await cp.expect_call(3)
+        actions.append((call[2], call[3].get("connectorId")))
+        await cp.answer(call, {"status": "Accepted"})
+    assert sorted(actions) == [("SetChargingProfile", 0), ("TriggerMessage", None)]
+    assert await cp.receive_nothing(0.5)
+    assert (await StationCommand.objects.aget(pk=stale.pk)).sent_at is None
+    await cp.disconnect()
+
+
+async def test_no_call_reaches_a_booting_station_before_the_boot_answer(station, monkeypatch):
+    """The boot itself makes load management send the fail-safe profile (an event hook
+    during the boot's handler): the station gets the BootNotification answer first."""
+    fresh = await Station.objects.aget(pk=station.pk)
+    await Station.objects.filter(pk=station.pk).aupdate(registration_status="Accepted")
+    from stations import services
+
+    real_boot = services.boot
+
+    def boot_that_sends(station_id, info, now):
+        result = real_boot(station_id, info, now)
+        commands.commands_send_bulk(
+            [(Station.objects.get(pk=fresh.pk), "SetChargingProfile", profile(0, 6))],
+            schema_checked=True,
+        )
+        import time as time_module
+
+        time_module.sleep(0.3)  # the profile's message is with the connection by now
+        return result
+
+    monkeypatch.setattr(services, "boot", boot_that_sends)
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.send_json_to([2, "b1", "BootNotification", BOOT])
+    first = await cp.receive_json_from(3)
+    assert first[:2] == [3, "b1"], first
+    call = await cp.expect_call(3)
+    assert call[2] == "SetChargingProfile"
+    await cp.answer(call, {"status": "Accepted"})
+    await cp.disconnect()
