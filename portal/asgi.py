@@ -47,12 +47,19 @@ class _WebsocketRouter:
 _router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": _WebsocketRouter()})
 
 
+def _loaded() -> None:
+    from portal.collector import collector_tune
+
+    collector_tune()  # the code is loaded: see portal/collector.py
+
+
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Adds the lifespan protocol: starts the in-process periodic runner where configured."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                _loaded()
                 if settings.PERIODIC_IN_PROCESS:
                     from portal.periodic import start_in_process_beat
 

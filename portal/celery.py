@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -20,3 +21,10 @@ def _install_beat_schedule(sender: Celery, **_kwargs: object) -> None:
     from portal.schedule import celery_beat_schedule
 
     sender.conf.beat_schedule = celery_beat_schedule()
+
+
+@worker_ready.connect
+def _tune_collector(**_kwargs: object) -> None:
+    from portal.collector import collector_tune
+
+    collector_tune()  # the worker's code is loaded: see portal/collector.py

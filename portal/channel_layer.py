@@ -1,4 +1,4 @@
-"""The Redis channel layer, receiving many messages per Redis round trip.
+"""The Redis channel layer: many messages per Redis round trip, and a pool that waits.
 
 channels_redis (4.3) receives the messages of a process's channels one at a time, and each
 costs four round trips to Redis, one after the other: a clean-up script, BZPOPMIN, a ZADD to
@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
+from redis.asyncio import BlockingConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ end
 return popped
 """
 
+
+#: Seconds a Redis command waits for a free connection of the pool before it fails.
+POOL_WAIT_SECONDS = 20.0
 
 #: Messages per script call of ``group_send_many`` (Redis runs a script without a break).
 SEND_BATCH = 500
@@ -81,6 +85,18 @@ class BatchReceiveRedisChannelLayer(RedisChannelLayer):
         self._prefetched: defaultdict[str, deque[bytes]] = defaultdict(deque)
         # Channel keys whose last popped batch is held here: its backup is dropped next time.
         self._batch_held: set[str] = set()
+
+    def create_pool(self, index: int):
+        """A pool that makes a command wait for a free connection when all
+        ``max_connections`` are in use, instead of raising MaxConnectionsError at once. In
+        the 10,000-station reconnect storm a process's 2,000 connections were all busy with
+        handshakes' group_add and group_send, and each one over the limit failed its
+        station's handshake (34 tracebacks in one process); now it waits its turn."""
+        host = dict(self.hosts[index])
+        if "address" not in host:
+            return super().create_pool(index)
+        address = host.pop("address")
+        return BlockingConnectionPool.from_url(address, timeout=POOL_WAIT_SECONDS, **host)
 
     async def receive_single(self, channel: str) -> tuple[str, dict]:
         if "!" not in channel:  # a normal channel: shared by processes, never prefetched

@@ -272,6 +272,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.cp.start()
         except asyncio.CancelledError:
             raise
+        except OSError as exc:  # the socket is gone (uvicorn's ClientDisconnected): no bug
+            log.info("%s: connection lost while answering (%r)", self.ref.charge_point_id, exc)
         except Exception:
             log.exception("%s: OCPP loop failed", self.ref.charge_point_id)
             await self.close(code=1011)
@@ -338,9 +340,14 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self._deliver_pending(resend_everything=False)
 
     async def _deliver_pending(self, resend_everything: bool) -> None:
-        await db(commands.configuration_resend)(self.ref.id, resend_everything)
-        pending = await db(commands.commands_pending)(self.ref.id, self.ref.registration_status)
+        ref = self.ref
+        if ref is None:
+            return
+        await db(commands.configuration_resend)(ref.id, resend_everything)
+        pending = await db(commands.commands_pending)(ref.id, ref.registration_status)
         for command_id in pending:
+            if self.ref is None or self.closing:  # the socket closed meanwhile
+                return
             await self._run_command(command_id)
 
     # --- commands -----------------------------------------------------------------------
@@ -357,6 +364,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def _run_command(self, command_id: int, carried: dict[str, Any] | None = None) -> None:
         await self.cp.boot_answered.wait()  # a boot in progress: after its answer
+        if self.ref is None or self.closing:  # the socket closed meanwhile
+            return
         claim: asyncio.Future | None = None
         if carried is not None:
             # Unattended (load management's profile, stations/commands.py): the frame goes out
@@ -411,6 +420,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
                     "The connection closed before the station answered.",
                 )
             raise
+        except OSError:  # the socket is gone (uvicorn's ClientDisconnected) as we sent
+            status, error = CommandStatus.ERROR, "The connection closed before the call went out."
         except Exception as exc:
             log.exception("%s: call failed", self.ref.charge_point_id)
             status, error = CommandStatus.ERROR, str(exc)

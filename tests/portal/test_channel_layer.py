@@ -191,3 +191,20 @@ async def test_group_send_many_drops_what_is_over_capacity(prefix):
             await asyncio.wait_for(receiver.receive(channel), 0.3)
     finally:
         await receiver.flush()
+
+
+async def test_a_full_connection_pool_makes_commands_wait_instead_of_failing(prefix):
+    """Two connections for 40 concurrent group operations: each waits for a free one (the
+    library's pool raised MaxConnectionsError for every command over the limit)."""
+    layer = BatchReceiveRedisChannelLayer(
+        hosts=[{"address": REDIS_URL, "max_connections": 2}], prefix=prefix
+    )
+    receiver = _layer(prefix)
+    try:
+        channels = [await receiver.new_channel() for _ in range(40)]
+        await asyncio.gather(*(layer.group_add(f"g{i}", c) for i, c in enumerate(channels)))
+        await asyncio.gather(*(layer.group_send(f"g{i}", {"type": "x"}) for i in range(40)))
+        for c in channels:
+            await asyncio.wait_for(receiver.receive(c), 5)
+    finally:
+        await receiver.flush()
