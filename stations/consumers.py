@@ -95,20 +95,6 @@ def _off_thread(fn):
     return sync_to_async(in_thread_context(fn), thread_sensitive=False)
 
 
-async def _claimed(claim: asyncio.Future | None) -> None:
-    """Wait for an unattended command's claim: its result is recorded after it. A claim
-    that failed (the database away) leaves the outcome to record: ``command_finish`` writes
-    once whether or not the row was claimed."""
-    if claim is None:
-        return
-    try:
-        await asyncio.shield(claim)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.warning("claim of an unattended command failed", exc_info=True)
-
-
 class OcppConsumer(AsyncWebsocketConsumer):
     ref: services.StationRef | None = None
     cp: CentralSystem | None = None
@@ -360,44 +346,28 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self.relay is not None:
             self._spawn(self._relay_refuse(command_id))
             return
-        self._spawn(self._run_command(command_id, message.get("call")))
+        self._spawn(self._run_command(command_id))
 
-    async def _run_command(self, command_id: int, carried: dict[str, Any] | None = None) -> None:
+    async def _run_command(self, command_id: int) -> None:
         await self.cp.boot_answered.wait()  # a boot in progress: after its answer
         if self.ref is None or self.closing:  # the socket closed meanwhile
             return
-        claim: asyncio.Future | None = None
-        if carried is not None:
-            # Unattended (load management's profile, stations/commands.py): the frame goes out
-            # at once while the row is claimed alongside; the outcome is recorded after the
-            # claim. Never while registration is pending: its sender re-sends it after the
-            # accepted boot (it stays pending and is swept as offline).
-            if self.ref.registration_status != "Accepted":
-                return
-            action, payload = carried["action"], carried["payload"]
-            claim = asyncio.ensure_future(db(commands.command_claim)(command_id, self.ref.id))
-        else:
-            if self.ref.registration_status != "Accepted":
-                allowed = await db(commands.commands_pending)(
-                    self.ref.id, self.ref.registration_status
-                )
-                if command_id not in allowed:
-                    return  # stays pending; delivered after an accepted boot
-            claimed = await db(commands.command_claim)(command_id, self.ref.id)
-            if claimed is None:
-                return
-            action, payload = claimed
+        if self.ref.registration_status != "Accepted":
+            allowed = await db(commands.commands_pending)(self.ref.id, self.ref.registration_status)
+            if command_id not in allowed:
+                return  # stays pending; delivered after an accepted boot
+        claimed = await db(commands.command_claim)(command_id, self.ref.id)
+        if claimed is None:
+            return
+        action, payload = claimed
         self.running_commands.add(command_id)
         try:
-            await self._call_and_record(command_id, commands.build_call(action, payload), claim)
+            await self._call_and_record(command_id, commands.build_call(action, payload))
         finally:
             self.running_commands.discard(command_id)
 
-    async def _call_and_record(
-        self, command_id: int | None, payload: Any, claim: asyncio.Future | None = None
-    ) -> None:
-        """Run one outgoing call; record the outcome on its command row (if any), after
-        ``claim`` (an unattended command's claim, running alongside the call) is done."""
+    async def _call_and_record(self, command_id: int | None, payload: Any) -> None:
+        """Run one outgoing call; record the outcome on its command row (if any)."""
         error = ""
         response: dict | None = None
         try:
@@ -412,7 +382,6 @@ class OcppConsumer(AsyncWebsocketConsumer):
             response = {"errorCode": exc.code, "details": exc.details}
         except asyncio.CancelledError:
             if command_id is not None:
-                await _claimed(claim)
                 await db(commands.command_finish)(
                     command_id,
                     CommandStatus.ERROR,
@@ -435,7 +404,6 @@ class OcppConsumer(AsyncWebsocketConsumer):
                     error,
                 )
             return
-        await _claimed(claim)
         fragments = await self._record_outcome(command_id, status, response, error)
         if fragments:
             await self._push(

@@ -201,60 +201,6 @@ def profile(connector_id: int = 1, limit: int = 16) -> dict:
     }
 
 
-async def send_unattended(station):
-    """A charging profile no person asked for, as load management sends them."""
-    fresh = await Station.objects.aget(pk=station.pk)
-    (command,) = await sync_to_async(commands.commands_send_bulk)(
-        [(fresh, "SetChargingProfile", profile())], schema_checked=True
-    )
-    return command
-
-
-async def test_an_unattended_profile_goes_out_without_waiting_for_its_claim(station, monkeypatch):
-    """Load management's profile reaches the station while its row is still being claimed;
-    the outcome is recorded after the claim, so the row ends claimed and answered."""
-    import asyncio
-    import time as time_module
-
-    cp = await booted()
-    real_claim = commands.command_claim
-
-    def slow_claim(command_id, station_id):
-        time_module.sleep(0.8)
-        return real_claim(command_id, station_id)
-
-    monkeypatch.setattr(commands, "command_claim", slow_claim)
-    started = asyncio.get_running_loop().time()
-    command = await send_unattended(station)
-    call = await cp.expect_call(0.6)  # before the claim could have answered
-    assert asyncio.get_running_loop().time() - started < 0.6
-    assert call[2] == "SetChargingProfile" and call[3]["connectorId"] == 1
-    await cp.answer(call, {"status": "Accepted"})
-    row = await wait_status(command.pk, 3)
-    assert row.status == "accepted" and row.sent_at is not None
-    assert row.sent_at <= row.finished_at
-    await cp.disconnect()
-
-
-async def test_a_person_s_command_still_waits_for_its_claim(station, tenants, monkeypatch):
-    import time as time_module
-
-    cp = await booted()
-    real_claim = commands.command_claim
-
-    def slow_claim(command_id, station_id):
-        time_module.sleep(0.8)
-        return real_claim(command_id, station_id)
-
-    monkeypatch.setattr(commands, "command_claim", slow_claim)
-    command = await send(station, "Reset", {"type": "Soft"}, tenants.owner_a)
-    assert await cp.receive_nothing(0.5)
-    call = await cp.expect_call(2)
-    await cp.answer(call, {"status": "Accepted"})
-    assert (await wait_status(command.pk)).status == "accepted"
-    await cp.disconnect()
-
-
 async def test_a_stale_unattended_profile_is_not_delivered_on_reconnect(station, tenants):
     """Load management re-sends what it wants after a reconnect; a lease left pending from
     before (its message lost) must not reach the station after a newer one."""
