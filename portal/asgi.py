@@ -22,6 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from portal import collector  # noqa: E402
 from portal.routing import (  # noqa: E402
     browser_websocket_urlpatterns,
     station_websocket_urlpatterns,
@@ -47,19 +48,13 @@ class _WebsocketRouter:
 _router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": _WebsocketRouter()})
 
 
-def _loaded() -> None:
-    from portal.collector import collector_tune
-
-    collector_tune()  # the code is loaded: see portal/collector.py
-
-
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Adds the lifespan protocol: starts the in-process periodic runner where configured."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _loaded()
+                collector.collector_tune()  # the code is loaded: see portal/collector.py
                 if settings.PERIODIC_IN_PROCESS:
                     from portal.periodic import start_in_process_beat
 

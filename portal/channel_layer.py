@@ -164,8 +164,6 @@ class BatchReceiveRedisChannelLayer(RedisChannelLayer):
         # (channel key, serialized message, capacity) per connection, in the order given.
         sends: defaultdict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
         for group, message in messages:
-            if not members[group]:
-                continue
             by_index, key_message, key_capacity = self._map_channel_keys_to_connection(
                 members[group], message
             )

@@ -278,20 +278,19 @@ class CentralSystem(V16ChargePoint):
                 unique_id, PropertyConstraintViolationError(details={"cause": problem})
             )
             return
-        if action == "BootNotification":
+        booting = action == "BootNotification"
+        if booting:
             self.boot_answered.clear()  # before the consumer hears of the message
-            try:
-                await self.on_event("message", {"action": action})
-                await self._handle_call(Call(unique_id, action, payload))
-            finally:
+        try:
+            await self.on_event("message", {"action": action})
+            if action == "MeterValues":
+                await self._meter_values_fast(unique_id, payload)
+                return
+            # Schema already checked: the handlers are registered with skip_schema_validation.
+            await self._handle_call(Call(unique_id, action, payload))
+        finally:
+            if booting:
                 self.boot_answered.set()
-            return
-        await self.on_event("message", {"action": action})
-        if action == "MeterValues":
-            await self._meter_values_fast(unique_id, payload)
-            return
-        # Schema already checked: the handlers are registered with skip_schema_validation.
-        await self._handle_call(Call(unique_id, action, payload))
 
     async def _handle_call(self, msg: Call) -> None:
         """The library's ``_handle_call`` without its traceback for every refusal: it logs
