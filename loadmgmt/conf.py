@@ -41,6 +41,15 @@ def ack_wait_seconds() -> float:
     return _get("LOADMGMT_ACK_WAIT_SECONDS", 5.0)
 
 
+def rerun_pace_from_seconds() -> float:
+    """A recompute that took more than this much CPU and must run again at once (changes came
+    meanwhile) first rests as long as it computed: an organization of thousands of stations
+    in a reconnect storm then takes at most half of the worker and of its share of the
+    database, and the storm's events are merged into fewer recomputes. Smaller organizations
+    (tens of milliseconds per recompute) rerun without a pause."""
+    return _get("LOADMGMT_RERUN_PACE_FROM_SECONDS", 0.1)
+
+
 def samples_keep_hours() -> float:
     return _get("LOADMGMT_SAMPLES_KEEP_HOURS", 48.0)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs, StationLimits
+from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs
 from loadmgmt.profiles import fail_safe_payload
 from loadmgmt.tasks import recompute_soon
 from stations import events
@@ -18,14 +18,21 @@ from stations.events import StationEvent
 
 
 def station_event(event: StationEvent) -> None:
+    # One query for what every event needs and what a boot's fail-safe needs besides: in a
+    # reconnect storm this hook runs several times per station, each query a round trip.
     member = (
         LoadGroupMember.objects.filter(station_id=event.station_id)
-        .values_list("group__organization_id", "group__failure_action")
+        .values_list(
+            "group__organization_id",
+            "group__failure_action",
+            "station__online",
+            "station__load_limits__fail_safe_current",
+        )
         .first()
     )
     if member is None:
         return
-    organization_id, failure_action = member
+    organization_id, failure_action, online, fail_safe_current = member
     if event.kind in (events.BOOT, events.ONLINE):
         # The station may have lost or kept its lease: count it at what it accepted, and
         # send the setpoint again in the next recompute.
@@ -33,26 +40,26 @@ def station_event(event: StationEvent) -> None:
             accepted_valid_to=None, sent_command=None
         )
     if event.kind == events.BOOT:
-        _fail_safe_send(event.station_id, failure_action)
+        current = 0 if failure_action == "stop" else fail_safe_current or 0
+        _fail_safe_send(event.station_id, online, current)
     if event.kind == events.INPUTS:
         _inputs_record(event)
     recompute_soon(organization_id)
 
 
-def _fail_safe_send(station_id: int, failure_action: str) -> None:
+def _fail_safe_send(station_id: int, online: bool, current: int) -> None:
     from stations.commands import commands_send_bulk
     from stations.models import Connector, Station
 
-    station = Station.objects.get(pk=station_id)
-    limits = StationLimits.objects.filter(station_id=station_id).first()
-    current = limits.fail_safe_current if limits else 0
-    if failure_action == "stop":
-        current = 0
+    # The command rows need the station only as their key and to know whether it is
+    # connected (read above): no need to load the whole row again.
+    station = Station(pk=station_id, online=online)
     connectors = list(
         Connector.objects.filter(station_id=station_id).values_list("connector_id", flat=True)
     ) or [1]
     commands_send_bulk(
-        [(station, "SetChargingProfile", fail_safe_payload(c, current)) for c in connectors]
+        [(station, "SetChargingProfile", fail_safe_payload(c, current)) for c in connectors],
+        schema_checked=True,
     )
 
 

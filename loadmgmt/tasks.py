@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 LOCK_SECONDS = 15
 LOCK_RENEW_SECONDS = 5
 DIRTY_SECONDS = 120
+SCHEDULED_SECONDS = 30
 _due: set[int] = set()
 _due_lock = threading.Lock()
 
@@ -61,19 +63,40 @@ def recompute_soon(organization_id: int) -> None:
             _due.add(organization_id)
         return
     # "Something changed": a recompute running now sees it and runs once more.
-    cache.set(_dirty_key(organization_id), 1, timeout=DIRTY_SECONDS)
-    _schedule(organization_id)
+    if _mark_dirty_and_claim_schedule(organization_id):
+        _schedule_task(organization_id)
+
+
+def _mark_dirty_and_claim_schedule(organization_id: int) -> bool:
+    """``cache.set`` of the dirty mark and ``cache.add`` of the scheduled mark; with Redis in
+    one round trip (this runs on the OCPP path for every station event: a reconnect storm
+    sends several per station). True if no recompute was scheduled yet."""
+    dirty, scheduled = _dirty_key(organization_id), _scheduled_key(organization_id)
+    redis_cache = getattr(cache, "_cache", None)
+    if not hasattr(redis_cache, "get_client"):  # not Redis (tests without services)
+        cache.set(dirty, 1, timeout=DIRTY_SECONDS)
+        return cache.add(scheduled, 1, timeout=SCHEDULED_SECONDS)
+    # Django's RedisCache stores integers as they are (no pickling), so cache.get reads
+    # these; the keys carry the cache's prefix and version as cache.set would give them.
+    pipe = redis_cache.get_client(write=True).pipeline(transaction=False)
+    pipe.set(cache.make_and_validate_key(dirty), 1, ex=DIRTY_SECONDS)
+    pipe.set(cache.make_and_validate_key(scheduled), 1, ex=SCHEDULED_SECONDS, nx=True)
+    return bool(pipe.execute()[1])
 
 
 def _schedule(organization_id: int) -> None:
-    if cache.add(_scheduled_key(organization_id), 1, timeout=30):
-        # Events until the worker picks the task up are merged into it (the key stays set
-        # until then). A countdown would cost up to the worker's timer precision for
-        # nothing but a wider merge window, so only a configured debounce uses one.
-        debounce = conf.debounce_seconds()
-        loadmgmt_recompute.apply_async(
-            (organization_id,), countdown=debounce if debounce >= 0.1 else None
-        )
+    if cache.add(_scheduled_key(organization_id), 1, timeout=SCHEDULED_SECONDS):
+        _schedule_task(organization_id)
+
+
+def _schedule_task(organization_id: int) -> None:
+    # Events until the worker picks the task up are merged into it (the key stays set until
+    # then). A countdown would cost up to the worker's timer precision for nothing but a
+    # wider merge window, so only a configured debounce uses one.
+    debounce = conf.debounce_seconds()
+    loadmgmt_recompute.apply_async(
+        (organization_id,), countdown=debounce if debounce >= 0.1 else None
+    )
 
 
 MAX_RERUNS = 5
@@ -121,9 +144,13 @@ def recompute_locked(organization_id: int):
     try:
         for _ in range(1 + MAX_RERUNS):
             cache.delete(_dirty_key(organization_id))
+            computed_from = time.thread_time()
             report = recompute(organization_id)
             if eager() or not cache.get(_dirty_key(organization_id)):
                 break
+            computed = time.thread_time() - computed_from
+            if computed > conf.rerun_pace_from_seconds():
+                time.sleep(computed)  # see conf.rerun_pace_from_seconds
     finally:
         renewer.stop()
         if cache.get(lock) == token:

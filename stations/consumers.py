@@ -180,6 +180,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         fragments = await db(services.connection_open)(
             ref.id, self.channel_name, self.remote_addr, ref.organization_id
         )
+        # connection_open wrote last_seen and online: the first messages need not again.
+        self.last_seen_write = time.monotonic()
         await self.channel_layer.group_send(
             self.group, {"type": "ocpp.replace", "channel": self.channel_name}
         )

@@ -294,41 +294,40 @@ def status_notification(
     now: datetime,
     organization_id: int | None = None,
 ) -> dict[str, str]:
-    with transaction.atomic():
-        if connector_id == 0:
+    # A station re-reports its statuses on every reconnect: only a change is an event (load
+    # management recomputes on events; a fleet reconnecting at once would otherwise ask for
+    # a recompute per connector for nothing). The common case, the same status again, is one
+    # UPDATE that matches on the old status; a change or a new connector takes one more.
+    if connector_id == 0:
+        same = Station.objects.filter(pk=station_id, status=status, error_code=error_code)
+        changed = not same.update(last_seen=now)
+        if changed:
             Station.objects.filter(pk=station_id).update(
                 status=status, error_code=error_code, last_seen=now
             )
-            changed = True
-        else:
-            values = {
-                "status": status,
-                "error_code": error_code,
-                "info": info,
-                "vendor_error_code": vendor_error_code,
-                "status_at": timestamp,
-                "updated_at": now,
-            }
-            before = (
-                Connector.objects.select_for_update()
-                .filter(station_id=station_id, connector_id=connector_id)
-                .values_list("status", flat=True)
-                .first()
-            )
-            if before is None:
-                Connector.objects.create(station_id=station_id, connector_id=connector_id, **values)
-            else:
-                Connector.objects.filter(station_id=station_id, connector_id=connector_id).update(
-                    **values
-                )
-            # A station re-reports its statuses on every reconnect: only a change is an event
-            # (load management recomputes on events; a fleet reconnecting at once would
-            # otherwise ask for a recompute per connector for nothing).
-            changed = before != status
-        if changed:
-            station_event_emit(
-                events.STATUS, station_id, connector_id=connector_id, data={"status": status}
-            )
+    else:
+        values = {
+            "status": status,
+            "error_code": error_code,
+            "info": info,
+            "vendor_error_code": vendor_error_code,
+            "status_at": timestamp,
+            "updated_at": now,
+        }
+        connector = Connector.objects.filter(station_id=station_id, connector_id=connector_id)
+        changed = not connector.filter(status=status).update(**values)
+        if changed and not connector.update(**values):
+            try:
+                with transaction.atomic():
+                    Connector.objects.create(
+                        station_id=station_id, connector_id=connector_id, **values
+                    )
+            except IntegrityError:  # created meanwhile by a replaced connection's message
+                connector.update(**values)
+    if changed:
+        station_event_emit(
+            events.STATUS, station_id, connector_id=connector_id, data={"status": status}
+        )
     return _fragments(station_id, organization_id)
 
 

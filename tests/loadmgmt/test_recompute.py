@@ -3,6 +3,7 @@ stations counted safely, shedding inputs, and the triggers (hooks, debounce, loc
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -280,6 +281,31 @@ def test_boot_sends_the_fail_safe_profile_and_forces_renewal(tenants, group):
     assert leases(s1).count() == before + 1  # the setpoint is sent again
 
 
+@pytest.mark.parametrize(
+    ("failure_action", "limits", "online", "expected"),
+    [
+        ("fail_safe", True, True, ("pending", 6.0)),
+        ("stop", True, True, ("pending", 0.0)),  # the group says stop: 0 A whatever the limit
+        ("fail_safe", False, True, ("pending", 0.0)),  # no limits set: the default, 0 A
+        ("fail_safe", True, False, ("offline", 6.0)),  # gone meanwhile: recorded, not sent
+    ],
+)
+def test_the_fail_safe_at_boot_follows_group_limits_and_connection(
+    tenants, group, failure_action, limits, online, expected
+):
+    s1 = stations_of(group)[0]
+    group.failure_action = failure_action
+    group.save()
+    if not limits:
+        s1.load_limits.delete()
+    s1.online = online
+    s1.save()
+    hooks.station_event(StationEvent("boot", s1.pk, tenants.a.pk))
+    command = leases(s1).get()
+    assert (command.status, limit(command)[0]) == expected
+    assert command.payload["csChargingProfiles"]["stackLevel"] == 0
+
+
 def test_events_of_stations_outside_groups_are_ignored(tenants):
     from tests.stations.factories import StationFactory
 
@@ -414,6 +440,36 @@ def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
     tasks.recompute_soon(tenants.a.pk)
     assert tasks.recompute_locked(tenants.a.pk) is None and len(runs) == 2
     assert cache.get(tasks._dirty_key(tenants.a.pk))
+
+
+@pytest.mark.parametrize(("pace_from", "paced"), [(0.01, True), (10.0, False)])
+def test_a_costly_recompute_rests_before_it_runs_again(
+    tenants, settings, monkeypatch, pace_from, paced
+):
+    """An organization of thousands of stations in a reconnect storm: each rerun first rests
+    as long as the last run computed, so that it takes at most half of the worker."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = pace_from
+    monkeypatch.setattr(tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: None)
+    rests, runs = [], []
+    monkeypatch.setattr(tasks.time, "sleep", rests.append)
+
+    def fake_recompute(organization_id):
+        runs.append(organization_id)
+        burn_until = time.thread_time() + 0.03
+        while time.thread_time() < burn_until:  # CPU, as a big recompute spends it
+            pass
+        if len(runs) == 1:
+            tasks.recompute_soon(organization_id)  # a change meanwhile: run again
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", fake_recompute)
+    tasks.recompute_soon(tenants.a.pk)
+    tasks.loadmgmt_recompute(tenants.a.pk)
+    assert len(runs) == 2
+    if paced:
+        assert len(rests) == 1 and rests[0] >= 0.03
+    else:
+        assert rests == []
 
 
 def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tenants, group):

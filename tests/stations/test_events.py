@@ -94,6 +94,29 @@ async def test_a_status_is_an_event_only_when_it_changes(station, receiver):
     await cp.disconnect()
 
 
+async def test_the_station_status_is_an_event_only_when_it_changes(station, receiver):
+    """Connector 0 (the station as a whole) too: a reconnecting station re-reports it."""
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("BootNotification", BOOT)
+    for status, error in (
+        ("Available", "NoError"),
+        ("Available", "NoError"),
+        ("Faulted", "GroundFailure"),
+        ("Faulted", "OverVoltage"),  # the same status with another error: a change
+        ("Faulted", "OverVoltage"),
+        ("Available", "NoError"),
+    ):
+        await cp.call(
+            "StatusNotification", {"connectorId": 0, "errorCode": error, "status": status}
+        )
+    statuses = [e.data["status"] for e in receiver if e.kind == "status" and e.connector_id == 0]
+    assert statuses == ["Available", "Faulted", "Faulted", "Available"]
+    await station.arefresh_from_db()
+    assert (station.status, station.error_code) == ("Available", "NoError")
+    await cp.disconnect()
+
+
 async def test_inputs_by_data_transfer(station, receiver):
     cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
     assert (await cp.handshake())[0]
