@@ -316,8 +316,12 @@ def topology_for(args: argparse.Namespace, env: dict[str, str], logdir: Path) ->
 # --- profiling (py-spy, optional) ---------------------------------------------------------
 
 
-def profile_start(pids: dict[str, list[int]], seconds: float, logdir: Path) -> list[tuple]:
-    """py-spy on every ASGI process and the Celery worker for ``seconds`` (raw stacks)."""
+def profile_start(
+    pids: dict[str, list[int]], seconds: float, logdir: Path, gil: bool = False
+) -> list[tuple]:
+    """py-spy on every ASGI process and the Celery worker for ``seconds`` (raw stacks).
+    ``gil``: only samples of the thread holding the GIL (where the Python CPU goes; without
+    it, threads waiting for PostgreSQL or Redis count too: where the time goes)."""
     spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
     started = []
     for kind in ("asgi", "celery"):
@@ -335,6 +339,7 @@ def profile_start(pids: dict[str, list[int]], seconds: float, logdir: Path) -> l
                 "--format",
                 "raw",
                 "--nonblocking",
+                *(["--gil"] if gil else []),
                 "--output",
                 str(path),
             ]
@@ -493,6 +498,15 @@ def cpu_share(a: dict, b: dict, seconds: float) -> dict[str, float]:
     }  # fmt: skip
 
 
+def cpu_share_since(a: dict, b: dict, seconds: float) -> dict[str, float]:
+    """Cores used per part between two snapshots; a process started after the first counts
+    from zero (the ASGI processes of a storm are new)."""
+    return {
+        name: round(sum(b[name][p] - a.get(name, {}).get(p, 0.0) for p in b[name]) / seconds, 2)
+        for name in b
+    }
+
+
 def run_fleet(
     specs_plan: list[tuple[str, bool]], topo: Any, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -578,6 +592,8 @@ def run_fleet(
         # Storm.
         sims.ask("phase", "storm")
         tx0 = database_transactions() if args.db_checks else 0
+        storm_cpu0 = cpu_snapshot(pids)
+        storm_sim_cpu0 = sum(r["cpu_seconds"] for r in sims.ask("report"))
         t0 = time.time()
         restart = topo.restart_asgi()
         restarted: float | None = None
@@ -592,7 +608,9 @@ def run_fleet(
             if args.profile_storm and not profiling:
                 now_pids = topo.pids()
                 if now_pids["asgi"] and not old_asgi & set(now_pids["asgi"]):
-                    profiling = profile_start(now_pids, args.profile_storm, topo.dir)
+                    profiling = profile_start(
+                        now_pids, args.profile_storm, topo.dir, gil=args.profile_gil
+                    )
             st = sims.stations()
             booted = [s for s in st.values() if s[1] and s[3] and s[3] > t0]
             fs = [s for s in booted if s[4] is not None]
@@ -609,6 +627,8 @@ def run_fleet(
             restart.kill()
             restart_output = restart.communicate()[0] + "\n(stopped waiting for it)"
         restarted = restarted if restarted is not None else time.time() - t0
+        storm_seconds = (done_at or time.time()) - t0
+        storm_cpu = cpu_share_since(storm_cpu0, cpu_snapshot(topo.pids()), storm_seconds)
         st = sims.stations()
         boot_times = [s[3] - t0 for s in st.values() if s[3] and s[3] > t0]
         fs_times = [s[4] - t0 for s in st.values() if s[3] and s[3] > t0 and s[4]]
@@ -626,6 +646,9 @@ def run_fleet(
         if profiling:
             out["storm_profile"] = profile_summary(profiling)
         reports = sims.ask("report")
+        storm_cpu["simulators"] = round(
+            (sum(r["cpu_seconds"] for r in reports) - storm_sim_cpu0) / storm_seconds, 2
+        )
         storm_lat = [x for r in reports for x in r["latencies"].get("storm", [])]
         out["storm"] = {
             "restart_command_s": round(restarted, 1),
@@ -650,6 +673,7 @@ def run_fleet(
             "db_transactions_per_station": round(transactions / n, 1) if transactions else None,
             "answer_p50_ms": pct(storm_lat, 50),
             "answer_p99_ms": pct(storm_lat, 99),
+            "cpu_share (1.0 = one core)": storm_cpu,
         }
     except Exception as exc:  # keep what was measured; say what broke
         out["failure"] = f"{type(exc).__name__}: {exc}"
@@ -690,6 +714,7 @@ def table(result: dict[str, Any]) -> str:
         ("storm settled", f"{st['settled']} ({st['settled_s']} s)"),
         ("errors", json.dumps(result["errors"])),
         ("CPU share in steady state", json.dumps(s["cpu_share (1.0 = one core)"])),
+        ("CPU share in the storm", json.dumps(st.get("cpu_share (1.0 = one core)"))),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -719,6 +744,10 @@ def main() -> None:
     parser.add_argument(
         "--profile-storm", type=float, default=0,
         help="py-spy the new ASGI processes and the worker for this many s of the storm",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-gil", action="store_true",
+        help="profile only the thread holding the GIL (CPU), not every thread (time)",
     )  # fmt: skip
     parser.add_argument(
         "--nginx-workers", default="auto",

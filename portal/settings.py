@@ -120,6 +120,14 @@ if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Parameters bound by the server, not pasted into the SQL text: the same statement
+        # text every time, so psycopg prepares a query on its 5th run on a connection and
+        # PostgreSQL stops parsing and planning it again (the OCPP path runs a few dozen
+        # statements per station; see docs/BENCHMARKS.md, reconnect storm).
+        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env_bool(
+            "DATABASE_SERVER_SIDE_BINDING", True
+        )
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
