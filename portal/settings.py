@@ -120,13 +120,17 @@ if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
     }
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+        "DATABASE_PREPARED_STATEMENTS", True
+    ):
         # Parameters bound by the server, not pasted into the SQL text: the same statement
         # text every time, so psycopg prepares a query on its 5th run on a connection and
-        # PostgreSQL stops parsing and planning it again (the OCPP path runs a few dozen
-        # statements per station; see docs/BENCHMARKS.md, reconnect storm).
-        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env_bool(
-            "DATABASE_SERVER_SIDE_BINDING", True
+        # PostgreSQL stops parsing and planning it again (the OCPP path runs a couple of
+        # dozen statements per station; docs/BENCHMARKS.md, reconnect storm). Django leaves
+        # both off for connection poolers: behind PgBouncer in transaction mode without
+        # max_prepared_statements, set DATABASE_PREPARED_STATEMENTS=0.
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=5
         )
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
