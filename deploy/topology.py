@@ -3,7 +3,7 @@ worker and one beat, on the machine's PostgreSQL and Redis (docs/OPERATIONS.md, 
 topology on one machine (tested)").
 
     deploy/topology up [--asgi N] [--port P] [--dir DIR]
-    deploy/topology down | status [--json] | restart-asgi [--dir DIR]
+    deploy/topology down | status [--json] | restart-asgi | supervise [--dir DIR]
     deploy/topology kill-asgi I | start-asgi I [--dir DIR]
 
 Only the standard library: it runs before (and independently of) the portal's own imports, and
@@ -12,23 +12,33 @@ the tests and benchmarks drive it as a command, exactly as an operator would.
 Everything it starts is a detached process (its own session) with a pid file and a log under
 DIR, and carries ``TOPOLOGY_DIR=<DIR>`` in its environment: a pid is only ever signalled after
 checking that marker, so a recycled pid of some other program is never killed.
+
+``up`` also starts a supervisor (``run/supervisor.pid``, ``logs/supervisor.log``): it starts
+the processes and restarts any that exits on its own, with a back-off. While it runs it is the
+only one that starts processes (and so their parent, which alone learns their exit status):
+the commands stop processes and change the wanted state (``held_down`` in ``topology.json``)
+under ``run/topology.lock``, then hand the starting over to it. See docs/OPERATIONS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import resource
 import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +62,14 @@ PRODUCTION_ENV = {
 }
 HEALTH_TIMEOUT = 60.0
 STOP_GRACE = 10.0
+
+SUPERVISOR = "supervisor"
+SUPERVISE_INTERVAL = 1.0  # how often the supervisor looks when nothing wakes it earlier
+BACKOFF_FIRST = 1.0  # the first restart of a process that exited waits this long...
+BACKOFF_MAX = 30.0  # ...each next one twice as long, up to this: a crash loop costs little
+# A process that stayed up this long failed anew when it exits: its back-off starts over.
+BACKOFF_RESET_AFTER = 60.0
+HANDOVER_TIMEOUT = 15.0  # a command waits this long for the supervisor to start a process
 
 
 class TopologyError(Exception):
@@ -81,6 +99,21 @@ class Layout:
     @property
     def nginx_conf(self) -> Path:
         return self.dir / "nginx.conf"
+
+    @property
+    def lock(self) -> Path:
+        """Held by a command while it stops or starts processes; the supervisor waits."""
+        return self.dir / "run" / "topology.lock"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        """Held by the running supervisor for its whole life: never two at once."""
+        return self.dir / "run" / "supervisor.lock"
+
+    @property
+    def supervisor_state(self) -> Path:
+        """Written by the supervisor: restarts and last exit status of each process."""
+        return self.dir / "run" / "supervisor.json"
 
 
 # ---------------------------------------------------------------------------- processes
@@ -117,7 +150,9 @@ def _read_pid(layout: Layout, name: str) -> int | None:
     return pid if _alive(pid) and _ours(pid, layout) else None
 
 
-def _spawn(layout: Layout, name: str, args: list[str], env: dict[str, str]) -> int:
+def _spawn(
+    layout: Layout, name: str, args: list[str], env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     log = layout.log(name).open("ab")
     log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start {name}\n".encode())
     log.flush()
@@ -132,7 +167,7 @@ def _spawn(layout: Layout, name: str, args: list[str], env: dict[str, str]) -> i
     )
     log.close()
     layout.pid(name).write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def _signal(layout: Layout, name: str, sig: signal.Signals) -> int | None:
@@ -147,20 +182,112 @@ def _signal(layout: Layout, name: str, sig: signal.Signals) -> int | None:
 
 
 def _stop(layout: Layout, name: str, sig: signal.Signals = signal.SIGTERM) -> bool:
-    pid = _signal(layout, name, sig)
-    if pid is None:
-        layout.pid(name).unlink(missing_ok=True)
-        return False
+    return bool(_stop_together(layout, [name], sig))
+
+
+def _stop_together(
+    layout: Layout, names: list[str], sig: signal.Signals = signal.SIGTERM
+) -> list[str]:
+    """Signal every process in ``names`` first, then wait for them all under one grace period
+    (SIGKILL for what is left after it): stopping ASGI processes one after the other would
+    keep a restart's storm waiting for each one's graceful shutdown in turn. Returns the names
+    of those that were running."""
+    signalled = {}
+    for name in names:
+        pid = _signal(layout, name, sig)
+        if pid is None:
+            layout.pid(name).unlink(missing_ok=True)
+        else:
+            signalled[name] = pid
     deadline = time.monotonic() + STOP_GRACE
-    while _alive(pid) and time.monotonic() < deadline:
+    while any(_alive(pid) for pid in signalled.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        while _alive(pid) and time.monotonic() < deadline + 5:
-            time.sleep(0.05)
-    layout.pid(name).unlink(missing_ok=True)
-    return True
+    for pid in signalled.values():
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    while any(_alive(pid) for pid in signalled.values()) and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+    for name in signalled:
+        layout.pid(name).unlink(missing_ok=True)
+    return list(signalled)
+
+
+def _recorded_pid(layout: Layout, name: str) -> int | None:
+    """The pid in the pid file, whether that process still runs or not."""
+    try:
+        return int(layout.pid(name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill_leftovers(layout: Layout, name: str) -> None:
+    """SIGKILL what is left of the process group of an exited process before starting it
+    again: nginx's workers outlive a killed master and keep its port, so the new master could
+    not listen. The group id is the old pid (its own session); Linux hands that number to no
+    new process while the group has members, so a live, foreign holder of it means the group
+    is gone and the number was recycled: leave it alone."""
+    pid = _recorded_pid(layout, name)
+    if pid is None or pid <= 1 or (_alive(pid) and not _ours(pid, layout)):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:  # Popen's way of saying "killed by a signal"
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@contextlib.contextmanager
+def _command_lock(layout: Layout) -> Iterator[None]:
+    """Held while a command stops or starts processes or changes the wanted state, so the
+    supervisor never restarts a process a command is stopping nor starts one twice. Blocks
+    while the supervisor is in the middle of a round (which takes milliseconds)."""
+    if not (layout.dir / "run").is_dir():  # nothing was ever started here
+        yield
+        return
+    # Opened without inheritance (Python's default): a process started meanwhile must not
+    # hold the lock for its whole life.
+    with layout.lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _lock_unless_busy(layout: Layout) -> Iterator[bool]:
+    """The supervisor's side of the lock: True if it got it, False while a command holds it."""
+    with layout.lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Replace the file at once: the supervisor reads the state while commands change it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
+
+
+def _held_down(state: dict) -> set[str]:
+    """Processes stopped on purpose (kill-asgi) that the supervisor must not start again."""
+    return set(state.get("held_down", []))
+
+
+def _set_held_down(layout: Layout, names: set[str], held: bool) -> None:
+    """Call with the command lock held."""
+    state = json.loads(layout.state.read_text())
+    current = _held_down(state)
+    state["held_down"] = sorted(current | names if held else current - names)
+    _write_json(layout.state, state)
 
 
 def _raise_fd_limit() -> int:
@@ -264,55 +391,53 @@ def _asgi_args(port: int) -> list[str]:
     ]
 
 
-def _start_asgi(layout: Layout, state: dict, env: dict[str, str], index: int) -> int:
-    port = state["port"] + index
-    return _spawn(layout, f"asgi-{index}", _asgi_args(port), env)
+def _celery_args(layout: Layout, state: dict, kind: str) -> list[str]:
+    common = [_python(), "-m", "celery", "-A", "portal", kind, "--loglevel", "warning"]
+    if kind == "beat":
+        return [*common, "--schedule", str(layout.dir / "celerybeat-schedule")]
+    return [
+        *common,
+        # The tasks wait on PostgreSQL, Redis and stations far more than they compute;
+        # threads start in a second and share one process's memory.
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(state.get("worker_concurrency", 4)),
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        f"worker-{state['port']}@%h",
+    ]
 
 
-def _start_celery(layout: Layout, state: dict, env: dict[str, str]) -> None:
-    python = _python()
-    _spawn(
-        layout,
-        "celery-worker",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--loglevel",
-            "warning",
-            # The tasks wait on PostgreSQL, Redis and stations far more than they compute;
-            # threads start in a second and share one process's memory.
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(state.get("worker_concurrency", 4)),
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"worker-{state['port']}@%h",
-        ],
-        env,
-    )
-    _spawn(
-        layout,
-        "celery-beat",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "beat",
-            "--loglevel",
-            "warning",
-            "--schedule",
-            str(layout.dir / "celerybeat-schedule"),
-        ],
-        env,
-    )
+def _nginx_args(layout: Layout) -> list[str]:
+    return [
+        _nginx_binary(),
+        "-p",
+        str(layout.dir),
+        "-c",
+        str(layout.nginx_conf),
+        "-e",
+        str(layout.log("nginx-error")),
+    ]
+
+
+def _process_args(layout: Layout, state: dict, name: str) -> list[str]:
+    if name.startswith("asgi-"):
+        return _asgi_args(state["port"] + int(name.removeprefix("asgi-")))
+    if name == "celery-worker":
+        return _celery_args(layout, state, "worker")
+    if name == "celery-beat":
+        return _celery_args(layout, state, "beat")
+    if name == "nginx":
+        return _nginx_args(layout)
+    raise ValueError(f"not a process of the topology: {name}")
+
+
+def _start_process(
+    layout: Layout, state: dict, env: dict[str, str], name: str
+) -> subprocess.Popen[bytes]:
+    return _spawn(layout, name, _process_args(layout, state, name), env)
 
 
 def nginx_config(layout: Layout, port: int, asgi: int, *, workers: str, fds: int) -> str:
@@ -396,7 +521,8 @@ def up(layout: Layout, *, asgi: int, port: int, nginx_workers: str) -> None:
     if asgi < 1:
         raise TopologyError("--asgi must be at least 1")
     nginx = _nginx_binary()
-    running = [n for n in _names(layout, asgi) if _read_pid(layout, n)]
+    names = _names(layout, asgi)
+    running = [n for n in [*names, SUPERVISOR] if _read_pid(layout, n)]
     if running:
         raise TopologyError(f"already running in {layout.dir}: {', '.join(running)} (run 'down')")
     for sub in ("run", "logs", "tmp"):
@@ -414,10 +540,10 @@ def up(layout: Layout, *, asgi: int, port: int, nginx_workers: str) -> None:
         if not env.get(key):
             env[key] = value
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    state = {"port": port, "asgi": asgi, "nginx_workers": nginx_workers}
+    state = {"port": port, "asgi": asgi, "nginx_workers": nginx_workers, "held_down": []}
     layout.env_file.touch(mode=0o600)
     layout.env_file.write_text(json.dumps(env))
-    layout.state.write_text(json.dumps(state, indent=2))
+    _write_json(layout.state, state)
 
     python = _python()
     for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
@@ -431,44 +557,26 @@ def up(layout: Layout, *, asgi: int, port: int, nginx_workers: str) -> None:
         if step.returncode != 0:
             raise TopologyError(f"manage.py {command[0]} failed:\n{step.stdout}{step.stderr}")
 
-    pids = {i: _start_asgi(layout, state, env, i) for i in range(1, asgi + 1)}
-    _start_celery(layout, state, env)
     layout.nginx_conf.write_text(nginx_config(layout, port, asgi, workers=nginx_workers, fds=fds))
     test = subprocess.run(
-        [
-            nginx,
-            "-t",
-            "-q",
-            "-p",
-            str(layout.dir),
-            "-c",
-            str(layout.nginx_conf),
-            "-e",
-            str(layout.log("nginx-error")),
-        ],
-        capture_output=True,
-        text=True,
+        [nginx, "-t", "-q", *_nginx_args(layout)[1:]], capture_output=True, text=True
     )
     if test.returncode != 0:
-        down(layout)
         raise TopologyError(f"nginx rejected {layout.nginx_conf}:\n{test.stderr}")
-    _spawn(
-        layout,
-        "nginx",
-        [
-            nginx,
-            "-p",
-            str(layout.dir),
-            "-c",
-            str(layout.nginx_conf),
-            "-e",
-            str(layout.log("nginx-error")),
-        ],
-        env,
-    )
+
+    # The supervisor starts every process whose pid file is missing, and takes a pid file of a
+    # dead process (a run that ended without 'down', a reboot) for a crash: start clean.
+    for name in names:
+        layout.pid(name).unlink(missing_ok=True)
+    layout.supervisor_state.unlink(missing_ok=True)
+    supervisor = _spawn_supervisor(layout, env)
     try:
-        for i, pid in pids.items():
-            _wait_healthy(f"http://127.0.0.1:{port + i}", pid=pid, log=layout.log(f"asgi-{i}"))
+        # Its signal handlers may not be installed yet: no wake-up signal, its first round
+        # starts everything anyway.
+        pids = _handed_over(layout, state, env, supervisor, names, wake=False)
+        for i in range(1, asgi + 1):
+            name = f"asgi-{i}"
+            _wait_healthy(f"http://127.0.0.1:{port + i}", pid=pids[name], log=layout.log(name))
         _wait_healthy(f"http://127.0.0.1:{port}", log=layout.log("nginx"))
     except TopologyError:
         down(layout)
@@ -476,11 +584,13 @@ def up(layout: Layout, *, asgi: int, port: int, nginx_workers: str) -> None:
     print(f"portal:        http://127.0.0.1:{port}/")
     print(f"OCPP stations: ws://127.0.0.1:{port}/ocpp/<charge point id>")
     for i in range(1, asgi + 1):
-        print(f"asgi-{i}:        http://127.0.0.1:{port + i}/  (pid {pids[i]})")
+        print(f"asgi-{i}:        http://127.0.0.1:{port + i}/  (pid {pids[f'asgi-{i}']})")
+    print(f"supervisor:    pid {supervisor}, restarts what exits ({layout.log(SUPERVISOR)})")
     print(f"files:         {layout.dir} (logs/, run/, nginx.conf)")
 
 
 def _names(layout: Layout, asgi: int | None = None) -> list[str]:
+    """The processes the topology runs (and the supervisor watches), in starting order."""
     if asgi is None:
         try:
             asgi = json.loads(layout.state.read_text())["asgi"]
@@ -489,14 +599,88 @@ def _names(layout: Layout, asgi: int | None = None) -> list[str]:
     return [*(f"asgi-{i}" for i in range(1, asgi + 1)), "celery-worker", "celery-beat", "nginx"]
 
 
+def _spawn_supervisor(layout: Layout, env: dict[str, str]) -> int:
+    script = str(Path(__file__).resolve())
+    args = [_python(), script, "_supervise", "--dir", str(layout.dir)]
+    return _spawn(layout, SUPERVISOR, args, env).pid
+
+
+def _handed_over(
+    layout: Layout,
+    state: dict,
+    env: dict[str, str],
+    supervisor: int,
+    names: list[str],
+    *,
+    wake: bool = True,
+) -> dict[str, int]:
+    """The pids of ``names`` once the supervisor has started them (their pid files were
+    removed under the command lock, which tells it to start them at once). Started here
+    instead if the supervisor is gone."""
+    if wake:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor, signal.SIGUSR1)  # look now rather than at its next round
+    deadline = time.monotonic() + HANDOVER_TIMEOUT
+    while True:
+        pids = {name: _read_pid(layout, name) for name in names}
+        started = {name: pid for name, pid in pids.items() if pid is not None}
+        if len(started) == len(names):
+            return started
+        for name in names:
+            recorded = _recorded_pid(layout, name)  # written since pids were read, maybe
+            if pids[name] is None and recorded is not None and not _alive(recorded):
+                raise TopologyError(
+                    f"{name} (pid {recorded}) exited while starting: see {layout.log(name)} "
+                    f"(the supervisor tries again after a back-off)"
+                )
+        if not (_alive(supervisor) and _ours(supervisor, layout)):
+            with _command_lock(layout):
+                for name in names:
+                    if _read_pid(layout, name) is None and _recorded_pid(layout, name) is None:
+                        _start_process(layout, state, env, name)
+            continue
+        if time.monotonic() > deadline:
+            missing = ", ".join(sorted(set(names) - set(started)))
+            raise TopologyError(
+                f"the supervisor did not start {missing} within {HANDOVER_TIMEOUT:.0f} s: "
+                f"see {layout.log(SUPERVISOR)}"
+            )
+        time.sleep(0.02)
+
+
+def _start_processes(
+    layout: Layout,
+    state: dict,
+    env: dict[str, str],
+    names: list[str],
+    prepare: Callable[[], None],
+) -> dict[str, int]:
+    """Run ``prepare`` (stop what is to be restarted, change the wanted state, remove the pid
+    files of ``names``) under the command lock, then have ``names`` started: by the supervisor
+    if it runs (then it alone starts processes and is their parent, which alone learns how they
+    exit), else here."""
+    with _command_lock(layout):
+        prepare()
+        supervisor = _read_pid(layout, SUPERVISOR)
+        if supervisor is None:
+            return {name: _start_process(layout, state, env, name).pid for name in names}
+    return _handed_over(layout, state, env, supervisor, names)
+
+
 def down(layout: Layout) -> None:
-    # The balancer first (no new connections), then the ASGI processes, then Celery. SIGTERM
-    # everywhere: nginx's graceful SIGQUIT would wait for every station's socket to close.
-    order = _names(layout)
-    order = [order[-1], *order[:-1]]
-    for name in order:
-        if _stop(layout, name):
-            print(f"stopped {name}")
+    # Under the lock the supervisor is between two rounds; stopped first, it cannot start
+    # again anything stopped next. Then the balancer (no new connections), the ASGI processes,
+    # Celery. SIGTERM everywhere: nginx's graceful SIGQUIT would wait for every station's
+    # socket to close.
+    with _command_lock(layout):
+        if _stop(layout, SUPERVISOR):
+            print(f"stopped {SUPERVISOR}")
+        names = _names(layout)
+        asgi = [name for name in names if name.startswith("asgi-")]
+        celery = [name for name in names if name.startswith("celery-")]
+        for group in (["nginx"], asgi, celery):
+            for name in _stop_together(layout, group):
+                print(f"stopped {name}")
 
 
 def _index(state: dict, value: int) -> int:
@@ -506,22 +690,32 @@ def _index(state: dict, value: int) -> int:
 
 
 def kill_asgi(layout: Layout, index: int) -> None:
+    """A crash on purpose: held down (the supervisor leaves it) until 'start-asgi'."""
     state, _ = _load(layout)
     name = f"asgi-{_index(state, index)}"
-    pid = _signal(layout, name, signal.SIGKILL)
-    if pid is None:
-        raise TopologyError(f"{name} is not running")
-    while _alive(pid):
-        time.sleep(0.01)
+    with _command_lock(layout):
+        if _read_pid(layout, name) is None:
+            raise TopologyError(f"{name} is not running")
+        _set_held_down(layout, {name}, held=True)
+        pid = _signal(layout, name, signal.SIGKILL)
+        if pid is None:
+            raise TopologyError(f"{name} is not running")
+        while _alive(pid):
+            time.sleep(0.01)
     print(f"killed {name} (pid {pid})")
 
 
 def start_asgi(layout: Layout, index: int) -> None:
     state, env = _load(layout)
     name = f"asgi-{_index(state, index)}"
-    if _read_pid(layout, name):
-        raise TopologyError(f"{name} is already running")
-    pid = _start_asgi(layout, state, env, index)
+
+    def prepare() -> None:
+        if _read_pid(layout, name):
+            raise TopologyError(f"{name} is already running")
+        _set_held_down(layout, {name}, held=False)
+        layout.pid(name).unlink(missing_ok=True)
+
+    pid = _start_processes(layout, state, env, [name], prepare)[name]
     _wait_healthy(f"http://127.0.0.1:{state['port'] + index}", pid=pid, log=layout.log(name))
     print(f"started {name} (pid {pid})")
 
@@ -530,22 +724,274 @@ def restart_asgi(layout: Layout) -> None:
     """Every ASGI process at once: all their stations reconnect together (a storm)."""
     state, env = _load(layout)
     indexes = range(1, state["asgi"] + 1)
+    names = [f"asgi-{i}" for i in indexes]
+
+    def prepare() -> None:
+        _stop_together(layout, names)  # removes their pid files
+        _set_held_down(layout, set(names), held=False)  # one held by kill-asgi starts too
+
+    pids = _start_processes(layout, state, env, names, prepare)
     for i in indexes:
-        _stop(layout, f"asgi-{i}")
-    pids = {i: _start_asgi(layout, state, env, i) for i in indexes}
-    for i, pid in pids.items():
-        _wait_healthy(f"http://127.0.0.1:{state['port'] + i}", pid=pid, log=layout.log(f"asgi-{i}"))
+        name = f"asgi-{i}"
+        _wait_healthy(f"http://127.0.0.1:{state['port'] + i}", pid=pids[name], log=layout.log(name))
     print(f"restarted {len(pids)} ASGI processes")
+
+
+# ---------------------------------------------------------------------------- supervisor
+
+
+def _log(message: str) -> None:
+    """One line of logs/supervisor.log (the supervisor's standard output)."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
+
+
+@dataclass
+class Watched:
+    """What the supervisor knows of one process of the topology."""
+
+    name: str
+    pid: int | None = None  # running at the last round
+    up_since: float = 0.0  # monotonic: started, or first seen running
+    backoff: float = BACKOFF_FIRST  # the wait before its next restart
+    restart_at: float | None = None  # monotonic: when an exited process is started again
+    restarts: int = 0
+    last_exit: str | None = None
+
+
+class Supervisor:
+    """Keeps every process the topology wants running running: each round (every second, or
+    at once when a child exits or a command hands processes over) it starts the processes
+    whose pid files are missing (never started, or stopped by a command that wants them
+    back) and restarts, after a back-off, those whose pid file names a process that exited.
+    Processes held down by kill-asgi stay down; nothing happens while a command holds the
+    lock."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.watched: dict[str, Watched] = {}
+        # A supervisor started again ('supervise') after the last one died goes on counting.
+        with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
+            saved = json.loads(layout.supervisor_state.read_text())["processes"]
+            for name, row in saved.items():
+                self.watched[name] = Watched(
+                    name, restarts=int(row["restarts"]), last_exit=row.get("last_exit")
+                )
+
+    def round(self) -> None:
+        if not self.layout.state.exists():
+            raise TopologyError(f"no topology in {self.layout.dir} any more")
+        # Reap every child that exited (no zombies); the exit status stays in its Popen until
+        # _look reports it. Forget those it will not ask about.
+        looked_for = {w.pid for w in self.watched.values()}
+        self.children = {
+            pid: proc
+            for pid, proc in self.children.items()
+            if proc.poll() is None or pid in looked_for
+        }
+        with _lock_unless_busy(self.layout) as free:
+            if not free:
+                return  # a command is stopping or starting processes: look again shortly
+            state, env = _load(self.layout)
+            held = _held_down(state)
+            now = time.monotonic()
+            changed = False
+            for name in _names(self.layout, state["asgi"]):
+                watched = self.watched.setdefault(name, Watched(name))
+                changed |= self._look(watched, state, env, held, now)
+            if changed:
+                self._save(now)
+
+    def next_round_in(self) -> float:
+        now = time.monotonic()
+        due = [w.restart_at - now for w in self.watched.values() if w.restart_at is not None]
+        return max(0.05, min([SUPERVISE_INTERVAL, *due]))
+
+    def _look(
+        self, w: Watched, state: dict, env: dict[str, str], held: set[str], now: float
+    ) -> bool:
+        """Start or restart one process if due; True if what 'status' shows changed."""
+        pid = _read_pid(self.layout, w.name)
+        if pid is not None:
+            if pid != w.pid:  # started while no supervisor ran: its exit status will be unknown
+                w.pid, w.up_since = pid, now
+            if now - w.up_since >= BACKOFF_RESET_AFTER:
+                w.backoff = BACKOFF_FIRST
+            return False
+        pid_file = self.layout.pid(w.name)
+        changed = False
+        if w.pid is not None:  # it ran at the last round
+            changed = True
+            how = self._exit_status(w.pid)
+            ran = now - w.up_since
+            if w.name in held:
+                _log(f"{w.name} (pid {w.pid}) {how}: held down until start-asgi")
+            elif not pid_file.exists():
+                _log(f"{w.name} (pid {w.pid}) stopped by a command ({how})")
+            else:
+                if ran >= BACKOFF_RESET_AFTER:
+                    w.backoff = BACKOFF_FIRST
+                w.last_exit = how
+                w.restart_at = now + w.backoff
+                _log(
+                    f"{w.name} (pid {w.pid}) exited unexpectedly after {ran:.1f} s: {how}; "
+                    f"restarting in {w.backoff:g} s"
+                )
+            w.pid = None
+        if w.name in held:
+            w.restart_at = None
+            return changed
+        if not pid_file.exists():
+            # Never started, or stopped by a command that wants it back ('up', 'start-asgi',
+            # 'restart-asgi'): at once, and not a restart.
+            self._launch(w, state, env, now, restart=False)
+            return True
+        if w.restart_at is None:  # a pid file of a process this supervisor never saw run
+            w.restart_at = now + w.backoff
+            w.last_exit = "exit status unknown (exited while no supervisor ran)"
+            _log(f"{w.name} is not running: {w.last_exit}; restarting in {w.backoff:g} s")
+            changed = True
+        if now >= w.restart_at:
+            self._launch(w, state, env, now, restart=True)
+            changed = True
+        return changed
+
+    def _exit_status(self, pid: int) -> str:
+        proc = self.children.get(pid)
+        if proc is None:
+            return "exit status unknown (not started by this supervisor)"
+        try:
+            # Gone from /proc's point of view (a zombie, or its environment already torn
+            # down while it exits): waiting reaps it.
+            returncode = proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:  # still running, yet its pid file names another
+            return "exit status unknown (still running, no longer in its pid file)"
+        del self.children[pid]
+        return _describe_exit(returncode)
+
+    def _launch(
+        self, w: Watched, state: dict, env: dict[str, str], now: float, *, restart: bool
+    ) -> None:
+        if restart:
+            _kill_leftovers(self.layout, w.name)
+        try:
+            proc = _start_process(self.layout, state, env, w.name)
+        except (OSError, TopologyError) as exc:
+            # An empty pid file reads as "wanted, not running": the next try waits for its
+            # back-off like a crash instead of repeating every round.
+            self.layout.pid(w.name).write_text("")
+            w.restart_at = now + w.backoff
+            w.backoff = min(2 * w.backoff, BACKOFF_MAX)
+            _log(f"could not start {w.name}: {exc}; trying again in {w.restart_at - now:g} s")
+            return
+        self.children[proc.pid] = proc
+        w.pid, w.up_since, w.restart_at = proc.pid, now, None
+        if restart:
+            w.restarts += 1
+            w.backoff = min(2 * w.backoff, BACKOFF_MAX)
+            _log(f"restarted {w.name} (pid {proc.pid}), restart {w.restarts}")
+        else:
+            _log(f"started {w.name} (pid {proc.pid})")
+
+    def _save(self, now: float) -> None:
+        wall = time.time()
+        processes = {
+            name: {
+                "restarts": w.restarts,
+                "last_exit": w.last_exit,
+                "restart_at": None if w.restart_at is None else wall + (w.restart_at - now),
+            }
+            for name, w in self.watched.items()
+        }
+        _write_json(self.layout.supervisor_state, {"pid": os.getpid(), "processes": processes})
+
+
+def run_supervisor(layout: Layout) -> None:
+    """The supervisor in the foreground ('_supervise'; 'up' and 'supervise' start it
+    detached, with its output in logs/supervisor.log). SIGTERM stops it, not its processes."""
+    # Signals wake the loop through this pipe: a child exited (SIGCHLD), a command handed
+    # processes over (SIGUSR1), stop (SIGTERM, SIGINT).
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    stop: list[int] = []
+
+    def stop_on(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
+    signal.signal(signal.SIGTERM, stop_on)
+    signal.signal(signal.SIGINT, stop_on)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    with layout.supervisor_lock.open("a") as singleton:
+        try:
+            fcntl.flock(singleton, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TopologyError(f"a supervisor already runs for {layout.dir}") from None
+        layout.pid(SUPERVISOR).write_text(f"{os.getpid()}\n")
+        supervisor = Supervisor(layout)
+        _log(f"supervising {layout.dir} (pid {os.getpid()})")
+        while not stop:
+            try:
+                supervisor.round()
+            except TopologyError as exc:  # the topology's files are gone: nothing to watch
+                _log(f"stopping: {exc}")
+                return
+            except Exception:
+                # A bug here must not leave the topology unsupervised: say so, go on.
+                _log(f"round failed:\n{traceback.format_exc()}")
+            select.select([wake_read], [], [], supervisor.next_round_in())
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_read, 512):
+                    pass
+        _log(f"stopped by {signal.Signals(stop[0]).name} (this stops no other process)")
+
+
+def start_supervisor(layout: Layout) -> None:
+    """Start the supervisor again (it died, or was stopped by hand) without touching the
+    processes: it adopts the running ones and restarts the others."""
+    _, env = _load(layout)
+    with _command_lock(layout):
+        running = _read_pid(layout, SUPERVISOR)
+        if running:
+            raise TopologyError(f"the supervisor is already running (pid {running})")
+        pid = _spawn_supervisor(layout, env)
+    print(f"started {SUPERVISOR} (pid {pid})")
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def _supervised(layout: Layout) -> dict[str, dict]:
+    try:
+        return json.loads(layout.supervisor_state.read_text())["processes"]
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def status(layout: Layout, *, as_json: bool) -> bool:
     state, _ = _load(layout)
     port = state["port"]
     established = _connections_by_port()
+    supervised = _supervised(layout)
+    supervisor_pid = _read_pid(layout, SUPERVISOR)
+    held = _held_down(state)
     rows = []
     for name in _names(layout, state["asgi"]):
         pid = _read_pid(layout, name)
-        row: dict = {"name": name, "pid": pid, "running": pid is not None}
+        watched = supervised.get(name, {})
+        row: dict = {
+            "name": name,
+            "pid": pid,
+            "running": pid is not None,
+            "restarts": watched.get("restarts", 0),  # by the supervisor, since 'up'
+            "held_down": name in held,  # by kill-asgi, until start-asgi
+        }
+        if watched.get("last_exit"):
+            row["last_exit"] = watched["last_exit"]
+        if pid is None and supervisor_pid is not None and watched.get("restart_at"):
+            row["restart_in"] = round(max(0.0, watched["restart_at"] - time.time()), 1)
         if name.startswith("asgi-"):
             row["port"] = port + int(name.split("-")[1])
         elif name == "nginx":
@@ -560,9 +1006,26 @@ def status(layout: Layout, *, as_json: bool) -> bool:
             # keep-alives from nginx) for an ASGI process, clients for nginx.
             row["connections"] = established.get(row["port"], 0)
         rows.append(row)
-    ok = all(r["running"] and r.get("healthy", True) for r in rows)
+    supervisor = {
+        "pid": supervisor_pid,
+        "running": supervisor_pid is not None,
+        "restarts": sum(r["restarts"] for r in rows),
+        "log": str(layout.log(SUPERVISOR)),
+    }
+    # Unsupervised, the next crash stays down: worth a non-zero exit code too.
+    ok = supervisor["running"] and all(r["running"] and r.get("healthy", True) for r in rows)
     if as_json:
-        print(json.dumps({"dir": str(layout.dir), "port": port, "ok": ok, "processes": rows}))
+        print(
+            json.dumps(
+                {
+                    "dir": str(layout.dir),
+                    "port": port,
+                    "ok": ok,
+                    "processes": rows,
+                    "supervisor": supervisor,
+                }
+            )
+        )
     else:
         for r in rows:
             health = ""
@@ -570,16 +1033,24 @@ def status(layout: Layout, *, as_json: bool) -> bool:
                 health = " healthy" if r["healthy"] else " UNHEALTHY"
             where = f" {r['url']} connections={r['connections']}" if "url" in r else ""
             state_text = f"pid {r['pid']}" if r["running"] else "stopped"
-            print(f"{r['name']:<14} {state_text:<11}{health}{where}")
+            extra = f" restarts={r['restarts']}" if r["restarts"] else ""
+            if r["held_down"]:
+                extra += " (held down by kill-asgi)"
+            elif "restart_in" in r:
+                extra += f" (restart in {r['restart_in']:g} s)"
+            print(f"{r['name']:<14} {state_text:<11}{health}{where}{extra}")
+        state_text = f"pid {supervisor_pid}" if supervisor_pid else "stopped"
+        print(f"{SUPERVISOR:<14} {state_text:<11} restarts={supervisor['restarts']}")
     return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/topology", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+    def command(name: str, help_text: str | None) -> argparse.ArgumentParser:
+        # Without help text a command is not listed (the supervisor's own entry point).
+        sub = commands.add_parser(name, **({"help": help_text} if help_text else {}))
         sub.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="pids, logs, config")
         return sub
 
@@ -589,11 +1060,16 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--nginx-workers", default="auto", help="worker_processes (auto)")
     command("down", "stop everything 'up' started")
     command("restart-asgi", "restart every ASGI process at once (a reconnect storm)")
-    for name, text in (("kill-asgi", "SIGKILL ASGI process I"), ("start-asgi", "start I")):
+    for name, text in (
+        ("kill-asgi", "SIGKILL ASGI process I, kept down until start-asgi"),
+        ("start-asgi", "start I"),
+    ):
         command(name, text).add_argument("index", type=int, metavar="I", help="1-based")
-    command("status", "processes, health and connections").add_argument(
+    command("status", "processes, health, connections, restarts").add_argument(
         "--json", action="store_true"
     )
+    command("supervise", "start the supervisor again if it is not running")
+    command("_supervise", None)
     args = parser.parse_args(argv)
     layout = Layout(args.dir.resolve())
     try:
@@ -609,6 +1085,10 @@ def main(argv: list[str] | None = None) -> int:
             start_asgi(layout, args.index)
         elif args.command == "status":
             return 0 if status(layout, as_json=args.json) else 1
+        elif args.command == "supervise":
+            start_supervisor(layout)
+        elif args.command == "_supervise":
+            run_supervisor(layout)
     except TopologyError as exc:
         print(f"topology: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,13 @@ a) 40 stations connect through nginx, spread over both processes, charge session
 b) During live sessions under load management on a small fuse, ASGI process 1 is SIGKILLed:
    its stations reconnect through nginx to process 2 by themselves; nothing is lost or
    duplicated, the simulated draw never exceeds the fuse, and the restarted process 1 takes
-   connections again. Figures: docs/RESILIENCE.md, "Fault injection: ASGI process killed"."""
+   connections again. Figures: docs/RESILIENCE.md, "Fault injection: ASGI process killed".
+c) The Celery worker SIGKILLed from outside is restarted by the topology's supervisor within
+   seconds (counted in ``status``) and load management plans and leases again.
+d) ``kill-asgi`` keeps its process down (the supervisor leaves it) until ``start-asgi``.
+e) ``restart-asgi`` starts each process once (no race with the supervisor); an nginx master
+   SIGKILLed is replaced (its orphaned workers, which hold the port, cleared); ``down``
+   leaves no process behind, the supervisor included."""
 
 from __future__ import annotations
 
@@ -14,11 +20,13 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import time
 import urllib.request
 from collections import Counter
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -350,3 +358,183 @@ async def test_healthz_answers_200_while_stations_are_connected(topology, fleet_
         assert unhealthy == [], json.dumps(unhealthy)
     finally:
         await stop_all(sims)
+
+
+# ---------------------------------------------------------------------------- c-e) supervisor
+
+SUPERVISED_STATIONS = 6
+SUPERVISOR_ROUND = 1.0  # the supervisor looks every second
+# ...and waits 1 s before a first restart: a process it restarts is back well within this.
+RESTART_WITHIN = 10.0
+
+
+def process(status: dict, name: str) -> dict:
+    (row,) = [r for r in status["processes"] if r["name"] == name]
+    return row
+
+
+def supervisor_log(topo) -> str:
+    return (topo.dir / "logs" / "supervisor.log").read_text(errors="replace")
+
+
+def processes_of(directory: Path, sessions: set[int] | None = None) -> dict[int, str]:
+    """pid → command line of every live process of the topology in ``directory``: those
+    carrying its marker (nginx's master: its configuration path) and, given ``sessions``,
+    every process in one of those sessions (nginx's workers overwrite their environment with
+    their title; each started process leads its own session)."""
+    marker = f"TOPOLOGY_DIR={directory}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        if fields[0] == "Z":  # exited, not reaped yet by its new parent
+            continue
+        session = int(fields[3])
+        if marker in environ or str(directory).encode() in cmdline or session in (sessions or ()):
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+@pytest.fixture
+def small_line(tenants):
+    return line_of_stations(tenants.a, "TOPO-SV", SUPERVISED_STATIONS, LINE_A)[1]
+
+
+async def test_c_a_worker_killed_with_sigkill_is_restarted_and_load_management_resumes(
+    topology, small_line
+):
+    topo = await asyncio.to_thread(topology, 1, **LM_ENV)
+    sims = [sim(s, topo.ws_url) for s in small_line]
+    try:
+        await asyncio.gather(*(s.start(wait=False) for s in sims))
+        await asyncio.gather(*(s.wait_online(30) for s in sims))
+
+        async def leased():
+            safe = await StationCommand.objects.filter(
+                action="SetChargingProfile",
+                status="accepted",
+                payload__csChargingProfiles__stackLevel=0,
+            ).acount()
+            planned = await ConnectorSetpoint.objects.exclude(decision="").acount()
+            return safe >= SUPERVISED_STATIONS and planned == SUPERVISED_STATIONS
+
+        await wait_until(leased, 40)
+        worker = process(await asyncio.to_thread(topo.status), "celery-worker")
+        assert worker["running"] and worker["restarts"] == 0, worker
+
+        # As the kombu bug or the OOM killer would: no shutdown, no chance to clean up.
+        os.kill(worker["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        async def restarted():
+            # The supervisor writes the new pid file as it starts the process and its counts
+            # at the end of that round: wait for both.
+            row = process(await asyncio.to_thread(topo.status), "celery-worker")
+            new = row["running"] and row["pid"] != worker["pid"]
+            return row if new and row["restarts"] > 0 else None
+
+        row = await wait_until(restarted, RESTART_WITHIN)
+        restart_s = time.monotonic() - killed_at
+        assert row["restarts"] == 1, row
+        assert row["last_exit"] == "killed by SIGKILL", row
+        status = await asyncio.to_thread(topo.status)
+        assert status["supervisor"]["running"], status["supervisor"]
+        assert status["supervisor"]["restarts"] == 1, status["supervisor"]
+        assert f"celery-worker (pid {worker['pid']}) exited unexpectedly" in supervisor_log(topo)
+
+        # Load management runs on the worker: a car arriving now is planned and leased (the
+        # killed worker's recompute lock lapses first, up to 15 s).
+        since = timezone.now()
+        transaction = await sims[0].plug_in(1, car(), id_tag="FREEVEND")
+        await wait_until(settled(0, small_line), 40)
+        await transaction.wait_started(15)
+        leases = await StationCommand.objects.filter(
+            action="SetChargingProfile", status="accepted", created_at__gte=since
+        ).acount()
+        assert leases > 0
+        recovered_s = time.monotonic() - killed_at
+        await sims[0].unplug(1)
+        await transaction.wait_stopped(15)
+        print(
+            f"\nworker SIGKILLed: new worker after {restart_s:.1f} s, a new car planned and "
+            f"leased {recovered_s:.1f} s after the kill ({leases} profiles accepted since)"
+        )
+    except BaseException:
+        print(await asyncio.to_thread(topo.logs))
+        raise
+    finally:
+        await stop_all(sims)
+
+
+def test_d_kill_asgi_keeps_the_process_down_until_start_asgi(topology):
+    topo = topology(2)
+    before = process(topo.status(), "asgi-1")
+    topo.run("kill-asgi", "1")
+    # Long enough for the supervisor to have restarted a process that crashed.
+    time.sleep(RESTART_WITHIN / 2)
+    status = topo.status()
+    row = process(status, "asgi-1")
+    assert (row["running"], row["held_down"], row["restarts"]) == (False, True, 0), row
+    assert not status["ok"]  # a process is down: status says so, on purpose or not
+    assert f"asgi-1 (pid {before['pid']}) killed by SIGKILL: held down" in supervisor_log(topo)
+    # The other process serves through nginx meanwhile.
+    with urllib.request.urlopen(topo.url + "/healthz", timeout=5) as response:
+        assert response.status == 200
+
+    topo.run("start-asgi", "1")
+    status = topo.status()
+    row = process(status, "asgi-1")
+    assert (row["running"], row["held_down"], row["restarts"]) == (True, False, 0), row
+    assert row["healthy"], row
+    assert status["ok"], json.dumps(status)
+
+
+def test_e_restart_asgi_starts_each_once_and_down_leaves_no_process(topology):
+    topo = topology(2)
+    status = topo.status()
+    assert status["ok"] and status["supervisor"]["running"], json.dumps(status)
+
+    # restart-asgi stops both and the supervisor starts them: one process per port, and
+    # nothing counted as a restart (no exit was taken for a crash).
+    topo.run("restart-asgi")
+    uvicorns = [cmd for cmd in processes_of(topo.dir).values() if "uvicorn" in cmd]
+    assert len(uvicorns) == 2, uvicorns
+    assert sorted(cmd.split("--port ")[1].split()[0] for cmd in uvicorns) == [
+        str(topo.port + 1),
+        str(topo.port + 2),
+    ]
+    status = topo.status()
+    assert [r["restarts"] for r in status["processes"]] == [0] * 5, json.dumps(status)
+
+    # nginx's master SIGKILLed: its workers live on, holding the port; the supervisor clears
+    # them and starts a new master, which serves.
+    nginx = process(status, "nginx")["pid"]
+    old_workers = set(processes_of(topo.dir, {nginx})) - set(processes_of(topo.dir))
+    assert old_workers, "nginx has no worker processes"
+    os.kill(nginx, signal.SIGKILL)
+    deadline = time.monotonic() + RESTART_WITHIN
+    while True:
+        row = process(topo.status(), "nginx")
+        if row["running"] and row["pid"] != nginx and row["healthy"] and row["restarts"] > 0:
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    assert row["restarts"] == 1, row
+    assert not old_workers & set(processes_of(topo.dir, {nginx})), "old nginx workers live on"
+
+    status = topo.status()
+    sessions = {r["pid"] for r in status["processes"]} | {status["supervisor"]["pid"]}
+    assert len(processes_of(topo.dir, sessions)) > len(sessions)  # nginx's workers are seen
+    topo.run("down")
+    # Gone at once, and not started again by a supervisor that outlived 'down'.
+    time.sleep(2 * SUPERVISOR_ROUND)
+    assert processes_of(topo.dir, sessions) == {}
+    status = topo.status()
+    assert not status["supervisor"]["running"], status["supervisor"]
+    assert not any(r["running"] for r in status["processes"]), json.dumps(status)
