@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from stations import conf
@@ -124,7 +124,7 @@ def write_batch(
         ):
             open_by_connector[(station_id, connector_id)] = (pk, meter_start)
     org_of = dict(Station.objects.filter(pk__in=station_ids).values_list("pk", "organization_id"))
-    rows: list[MeterSample] = []
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     session_updates: dict[int, ChargingSession] = {}
     pushes: dict[int, dict[str, Any]] = {}
     for station_id, connector_id, tx, samples in items:
@@ -138,14 +138,14 @@ def write_batch(
             session_id, meter_start = open_by_connector[(station_id, connector_id)]
             active = True
         for sample in samples:
-            rows.append(
-                MeterSample(
-                    station_id=station_id,
-                    session_id=session_id,
-                    connector_id=connector_id,
-                    **sample,
-                )
-            )
+            row = {
+                "station_id": station_id,
+                "session_id": session_id,
+                "connector_id": connector_id,
+                "context": "",
+                **sample,
+            }
+            _merge_into(rows, row)
         if not samples:
             continue
         latest = max(samples, key=lambda s: s["time"])
@@ -164,7 +164,7 @@ def write_batch(
             )
             push["power"].append([station_id, connector_id, latest["power_w"]])
     with transaction.atomic():
-        MeterSample.objects.bulk_create(rows, batch_size=1000)
+        _insert_or_merge(list(rows.values()))
         with_energy = [
             u
             for u in session_updates.values()
@@ -177,6 +177,70 @@ def write_batch(
             ChargingSession.objects.bulk_update(with_power, ["power_w"])
         Station.objects.filter(pk__in=station_ids).update(last_seen=now)
     return FlushOutcome(pushes)
+
+
+# One row per station, connector, instant and context (the model's unique constraint): a
+# MeterValues sent again because our answer was lost (a restart, a dropped connection) merges
+# into the row it wrote the first time instead of counting twice, and so do the messages of a
+# station that sends each measurand of one instant separately.
+_KEY = ("station_id", "connector_id", "time", "context")
+_MERGED = (
+    "session_id",
+    "energy_wh",
+    "power_w",
+    "current_l1",
+    "current_l2",
+    "current_l3",
+    "voltage",
+    "soc",
+)
+_COLUMNS = (*_KEY, *_MERGED)
+_ROWS_PER_STATEMENT = 500  # 6,000 parameters: within SQLite's and PostgreSQL's limits
+
+
+def _merge_into(rows: dict[tuple[Any, ...], dict[str, Any]], row: dict[str, Any]) -> None:
+    """Two rows of one key in one statement would be an error on PostgreSQL ("ON CONFLICT DO
+    UPDATE command cannot affect row a second time"): merge them first, the later's values
+    winning where it has them, as in the database."""
+    key = tuple(row[column] for column in _KEY)
+    existing = rows.get(key)
+    if existing is None:
+        rows[key] = row
+        return
+    for column in _MERGED:
+        if row.get(column) is not None:
+            existing[column] = row[column]
+
+
+def _insert_or_merge(rows: list[dict[str, Any]]) -> None:
+    """INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite): a measured value already stored
+    stays unless the new row has one. Django's ``bulk_create(update_conflicts=True)`` would
+    overwrite it with the new row's NULL."""
+    if not rows:
+        return
+    meta = MeterSample._meta
+    fields = [meta.get_field(name) for name in _COLUMNS]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
+    merges = ", ".join(
+        f"{quote(f.column)} = COALESCE(EXCLUDED.{quote(f.column)}, {table}.{quote(f.column)})"
+        for f in fields
+        if f.attname in _MERGED
+    )
+    conflict = ", ".join(quote(meta.get_field(name).column) for name in _KEY)
+    one_row = f"({', '.join(['%s'] * len(fields))})"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            params = [
+                f.get_db_prep_save(row.get(f.attname), connection) for row in chunk for f in fields
+            ]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([one_row] * len(chunk))} "
+                f"ON CONFLICT ({conflict}) DO UPDATE SET {merges}",
+                params,
+            )
 
 
 class MeterBatcher:

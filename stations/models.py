@@ -320,6 +320,14 @@ class MeterSample(models.Model):
     class Meta:
         ordering = ["time", "id"]
         indexes = [models.Index(fields=["session", "time"])]
+        constraints = [
+            # A MeterValues (or StopTransaction) the station sends again because our answer
+            # was lost merges into the rows it wrote the first time (stations/metering.py).
+            models.UniqueConstraint(
+                fields=["station", "connector_id", "time", "context"],
+                name="metersample_one_row_per_instant",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.station_id} c{self.connector_id} @ {self.time:%Y-%m-%d %H:%M:%S}"

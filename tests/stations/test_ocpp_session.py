@@ -282,3 +282,71 @@ async def test_a_new_start_closes_a_session_that_lost_its_stop(station, card):
     )
     assert (await ChargingSession.objects.aget(pk=t1)).energy_wh == 3100
     await cp.disconnect()
+
+
+async def test_meter_values_sent_again_are_stored_once(station, card):
+    """Our answer to a MeterValues (or a StopTransaction with transactionData) was lost in a
+    restart: the station sends it again on its new connection. Nothing counts twice."""
+    cp = await connected()
+    start = {
+        "connectorId": 1,
+        "idTag": "DEADBEEF",
+        "meterStart": 1000,
+        "timestamp": "2026-03-01T10:00:00Z",
+    }
+    tx = (await cp.call("StartTransaction", start))[2]["transactionId"]
+    reading = mv(tx, "2026-03-01T10:15:00Z", 3750.5, 11000, [16, 16, 15.5])
+    await cp.call("MeterValues", reading)
+    await cp.disconnect()
+    cp = await connected(boot=False)
+    assert (await cp.call("MeterValues", reading))[0] == 3
+    samples = [s async for s in MeterSample.objects.filter(session_id=tx)]
+    assert [(s.energy_wh, s.power_w, s.current_l3) for s in samples] == [(3750.5, 11000, 15.5)]
+    assert (await ChargingSession.objects.aget(pk=tx)).energy_wh == 2750
+
+    stop = {
+        "transactionId": tx,
+        "meterStop": 6000,
+        "timestamp": "2026-03-01T10:30:00Z",
+        "reason": "EVDisconnected",
+        "transactionData": [
+            {
+                "timestamp": "2026-03-01T10:30:00Z",
+                "sampledValue": [{"value": "6000", "context": "Transaction.End"}],
+            }
+        ],
+    }
+    assert (await cp.call("StopTransaction", stop))[0] == 3
+    assert (await cp.call("StopTransaction", stop))[0] == 3
+    ends = [s async for s in MeterSample.objects.filter(session_id=tx, context="Transaction.End")]
+    assert [s.energy_wh for s in ends] == [6000]
+    assert await MeterSample.objects.filter(session_id=tx).acount() == 2
+    session = await ChargingSession.objects.aget(pk=tx)
+    assert (session.status, session.energy_wh) == ("completed", 5000)
+    await cp.disconnect()
+
+
+async def test_measurands_of_one_instant_sent_apart_make_one_sample(station, card):
+    """Some stations send each measurand of a sampling instant in its own MeterValues: they
+    merge into one row, and a later message never erases a value with its absence."""
+    cp = await connected()
+    start = {
+        "connectorId": 1,
+        "idTag": "DEADBEEF",
+        "meterStart": 0,
+        "timestamp": "2026-03-01T10:00:00Z",
+    }
+    tx = (await cp.call("StartTransaction", start))[2]["transactionId"]
+    at = "2026-03-01T10:15:00Z"
+    energy = {"value": "2500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
+    power = {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"}
+    for value in (energy, power):
+        payload = {
+            "connectorId": 1,
+            "transactionId": tx,
+            "meterValue": [{"timestamp": at, "sampledValue": [value]}],
+        }
+        assert (await cp.call("MeterValues", payload))[0] == 3
+    samples = [s async for s in MeterSample.objects.filter(session_id=tx)]
+    assert [(s.energy_wh, s.power_w) for s in samples] == [(2500, 7400)]
+    await cp.disconnect()
