@@ -71,6 +71,22 @@ async def states():
     return [s async for s in ConnectorSetpoint.objects.order_by("station__charge_point_id")]
 
 
+def fail_safes_accepted_and_planned(stations: int):
+    """Every one of ``stations`` accepted its fail-safe profile (stack level 0) and has a
+    plan: the state before any car comes."""
+
+    async def check():
+        safe = await StationCommand.objects.filter(
+            action="SetChargingProfile",
+            status="accepted",
+            payload__csChargingProfiles__stackLevel=0,
+        ).acount()
+        planned = await ConnectorSetpoint.objects.exclude(decision="").acount()
+        return safe >= stations and planned == stations
+
+    return check
+
+
 def settled(station_index: int, stations):
     """The car at this station has a decision, and a charging one was accepted."""
 
@@ -108,16 +124,7 @@ async def fleet(portal_processes, celery_processes, line):
     monitor = asyncio.create_task(draw.run())
     try:
         # Every station accepted its fail-safe profile and was planned before any car comes.
-        async def leased():
-            safe = await StationCommand.objects.filter(
-                action="SetChargingProfile",
-                status="accepted",
-                payload__csChargingProfiles__stackLevel=0,
-            ).acount()
-            planned = await ConnectorSetpoint.objects.exclude(decision="").acount()
-            return safe == N and planned == N
-
-        await wait_until(leased, 30)
+        await wait_until(fail_safes_accepted_and_planned(N), 30)
         yield sims, stations, draw, [portal, *workers]
     finally:
         monitor.cancel()

@@ -35,10 +35,14 @@ from django.db.models import Count
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from loadmgmt.models import ConnectorSetpoint
 from stations.models import ChargingSession, MeterSample, SessionStatus, Station, StationCommand
 from stations.simulator import Car, SimStation
-from tests.e2e.test_load_management import Draw, settled, wait_until
+from tests.e2e.test_load_management import (
+    Draw,
+    fail_safes_accepted_and_planned,
+    settled,
+    wait_until,
+)
 from tests.loadmgmt.lines import line_of_stations
 from tests.stations.factories import STATION_PASSWORD, StationFactory
 
@@ -238,16 +242,7 @@ async def test_b_killing_an_asgi_process_loses_and_duplicates_nothing(topology, 
         await asyncio.gather(*(s.wait_online(30) for s in sims))
         monitor = asyncio.create_task(draw.run())
 
-        async def leased():
-            safe = await StationCommand.objects.filter(
-                action="SetChargingProfile",
-                status="accepted",
-                payload__csChargingProfiles__stackLevel=0,
-            ).acount()
-            planned = await ConnectorSetpoint.objects.exclude(decision="").acount()
-            return safe >= LM_STATIONS and planned == LM_STATIONS
-
-        await wait_until(leased, 40)
+        await wait_until(fail_safes_accepted_and_planned(LM_STATIONS), 40)
         transactions = []
         for i in range(CARS):
             transactions.append(await sims[i].plug_in(1, car(), id_tag="FREEVEND"))
@@ -415,16 +410,7 @@ async def test_c_a_worker_killed_with_sigkill_is_restarted_and_load_management_r
         await asyncio.gather(*(s.start(wait=False) for s in sims))
         await asyncio.gather(*(s.wait_online(30) for s in sims))
 
-        async def leased():
-            safe = await StationCommand.objects.filter(
-                action="SetChargingProfile",
-                status="accepted",
-                payload__csChargingProfiles__stackLevel=0,
-            ).acount()
-            planned = await ConnectorSetpoint.objects.exclude(decision="").acount()
-            return safe >= SUPERVISED_STATIONS and planned == SUPERVISED_STATIONS
-
-        await wait_until(leased, 40)
+        await wait_until(fail_safes_accepted_and_planned(SUPERVISED_STATIONS), 40)
         worker = process(await asyncio.to_thread(topo.status), "celery-worker")
         assert worker["running"] and worker["restarts"] == 0, worker
 

@@ -21,6 +21,10 @@ async def connected(identity: str = "ALPHA-1", boot: bool = True) -> FakeStation
     return cp
 
 
+def start_tx(meter_start, at, connector=1, id_tag="DEADBEEF"):
+    return {"connectorId": connector, "idTag": id_tag, "meterStart": meter_start, "timestamp": at}
+
+
 def mv(tx, ts, wh, power=None, currents=None):
     values = [{"value": str(wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]
     if power is not None:
@@ -59,12 +63,7 @@ async def test_whole_session_energy_to_the_wh(station, card):
 
     start = await cp.call(
         "StartTransaction",
-        {
-            "connectorId": 1,
-            "idTag": "DEADBEEF",
-            "meterStart": 1000,
-            "timestamp": "2026-03-01T10:00:00Z",
-        },
+        start_tx(1000, "2026-03-01T10:00:00Z"),
     )
     tx = start[2]["transactionId"]
     assert tx > 0 and start[2]["idTagInfo"]["status"] == "Accepted"
@@ -98,12 +97,7 @@ async def test_whole_session_energy_to_the_wh(station, card):
 
 async def test_start_is_idempotent_and_stop_not_counted_twice(station, card):
     cp = await connected()
-    start = {
-        "connectorId": 2,
-        "idTag": "DEADBEEF",
-        "meterStart": 50,
-        "timestamp": "2026-03-01T08:00:00Z",
-    }
+    start = start_tx(50, "2026-03-01T08:00:00Z", connector=2)
     tx = (await cp.call("StartTransaction", start))[2]["transactionId"]
     await cp.disconnect()
     cp = await connected(boot=False)  # reconnect and replay
@@ -133,12 +127,7 @@ async def test_transaction_id_minus_one(station, card):
     tx = (
         await cp.call(
             "StartTransaction",
-            {
-                "connectorId": 1,
-                "idTag": "DEADBEEF",
-                "meterStart": 0,
-                "timestamp": "2026-03-01T08:00:00Z",
-            },
+            start_tx(0, "2026-03-01T08:00:00Z"),
         )
     )[2]["transactionId"]
     # The station never saw our answer: its later messages say -1.
@@ -165,12 +154,7 @@ async def test_unknown_card_gets_invalid_but_a_transaction(station, tenants):
     }
     start = await cp.call(
         "StartTransaction",
-        {
-            "connectorId": 1,
-            "idTag": "00000000",
-            "meterStart": 0,
-            "timestamp": "2026-03-01T08:00:00Z",
-        },
+        start_tx(0, "2026-03-01T08:00:00Z", id_tag="00000000"),
     )
     assert start[2]["transactionId"] > 0 and start[2]["idTagInfo"]["status"] == "Invalid"
     await cp.disconnect()
@@ -181,12 +165,7 @@ async def test_1970_clock_uses_receive_time_and_keeps_station_time(station, card
     tx = (
         await cp.call(
             "StartTransaction",
-            {
-                "connectorId": 1,
-                "idTag": "DEADBEEF",
-                "meterStart": 0,
-                "timestamp": "1970-01-01T00:00:05Z",
-            },
+            start_tx(0, "1970-01-01T00:00:05Z"),
         )
     )[2]["transactionId"]
     session = await ChargingSession.objects.aget(pk=tx)
@@ -201,12 +180,7 @@ async def test_late_offline_transaction_accepted(station, card):
     tx = (
         await cp.call(
             "StartTransaction",
-            {
-                "connectorId": 1,
-                "idTag": "DEADBEEF",
-                "meterStart": 10,
-                "timestamp": "2025-01-02T03:04:05Z",
-            },
+            start_tx(10, "2025-01-02T03:04:05Z"),
         )
     )[2]["transactionId"]
     await cp.call(
@@ -240,12 +214,7 @@ async def test_a_new_start_closes_a_session_that_lost_its_stop(station, card):
     """Power cut: T1's StopTransaction never came. T2 on the same connector closes T1 at the
     energy its meter values showed; a late StopTransaction for T1 still completes it."""
     cp = await connected()
-    start = {
-        "connectorId": 1,
-        "idTag": "DEADBEEF",
-        "meterStart": 1000,
-        "timestamp": "2026-03-01T10:00:00Z",
-    }
+    start = start_tx(1000, "2026-03-01T10:00:00Z")
     t1 = (await cp.call("StartTransaction", start))[2]["transactionId"]
     await cp.call("MeterValues", mv(t1, "2026-03-01T10:30:00Z", 4000))
     start2 = {**start, "meterStart": 4200, "timestamp": "2026-03-01T12:00:00Z"}
@@ -288,12 +257,7 @@ async def test_meter_values_sent_again_are_stored_once(station, card):
     """Our answer to a MeterValues (or a StopTransaction with transactionData) was lost in a
     restart: the station sends it again on its new connection. Nothing counts twice."""
     cp = await connected()
-    start = {
-        "connectorId": 1,
-        "idTag": "DEADBEEF",
-        "meterStart": 1000,
-        "timestamp": "2026-03-01T10:00:00Z",
-    }
+    start = start_tx(1000, "2026-03-01T10:00:00Z")
     tx = (await cp.call("StartTransaction", start))[2]["transactionId"]
     reading = mv(tx, "2026-03-01T10:15:00Z", 3750.5, 11000, [16, 16, 15.5])
     await cp.call("MeterValues", reading)
@@ -330,12 +294,7 @@ async def test_measurands_of_one_instant_sent_apart_make_one_sample(station, car
     """Some stations send each measurand of a sampling instant in its own MeterValues: they
     merge into one row, and a later message never erases a value with its absence."""
     cp = await connected()
-    start = {
-        "connectorId": 1,
-        "idTag": "DEADBEEF",
-        "meterStart": 0,
-        "timestamp": "2026-03-01T10:00:00Z",
-    }
+    start = start_tx(0, "2026-03-01T10:00:00Z")
     tx = (await cp.call("StartTransaction", start))[2]["transactionId"]
     at = "2026-03-01T10:15:00Z"
     energy = {"value": "2500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
