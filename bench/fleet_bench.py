@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +318,11 @@ def topology_for(args: argparse.Namespace, env: dict[str, str], logdir: Path) ->
 
 
 def profile_start(
-    pids: dict[str, list[int]], seconds: float, logdir: Path, gil: bool = False
+    pids: dict[str, list[int]],
+    seconds: float,
+    logdir: Path,
+    gil: bool = False,
+    label: str = "storm",
 ) -> list[tuple]:
     """py-spy on every ASGI process and the Celery worker for ``seconds`` (raw stacks).
     ``gil``: only samples of the thread holding the GIL (where the Python CPU goes; without
@@ -326,7 +331,7 @@ def profile_start(
     started = []
     for kind in ("asgi", "celery"):
         for pid in pids.get(kind, [])[:3]:
-            path = logdir / f"storm-{kind}-{pid}.txt"
+            path = logdir / f"{label}-{kind}-{pid}.txt"
             cmd = [
                 spy,
                 "record",
@@ -473,6 +478,26 @@ def pct(values: list[float], p: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 1)
 
 
+def steady_breakdown(detail: list[tuple[float, float, str]], args: argparse.Namespace) -> dict:
+    """Which answers of the steady state are slow, and whether the slow ones cluster at one
+    moment of the load-management cycle (a periodic job) or are spread (a busy machine)."""
+    if not detail:
+        return {}
+    by_action: dict[str, list[float]] = defaultdict(list)
+    for _t, ms, action in detail:
+        by_action[action].append(ms)
+    worst = sorted(detail, key=lambda d: -d[1])[: max(1, len(detail) // 100)]
+    cycle = args.cycle_seconds
+    phase_hist = Counter(int((t % cycle) / cycle * 10) for t, _ms, _a in worst)
+    return {
+        "by_action (n, p50, p99 ms)": {
+            a: (len(v), pct(v, 50), pct(v, 99)) for a, v in sorted(by_action.items())
+        },
+        "slowest_1%_by_tenth_of_cycle": [phase_hist.get(i, 0) for i in range(10)],
+        "slowest_1%_by_second": sorted(Counter(int(t) for t, _ms, _a in worst).items())[:60],
+    }
+
+
 def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
     """CPU seconds per process of each part, and of the whole machine."""
     # PostgreSQL is not listed: its backends live at most CONN_MAX_AGE (60 s), so per-process
@@ -566,6 +591,11 @@ def run_fleet(
         cpu0 = cpu_snapshot(pids)
         sim_cpu0 = sum(r["cpu_seconds"] for r in sims.ask("report"))
         t_hold = time.monotonic()
+        hold_profile = (
+            profile_start(pids, min(args.profile_hold, args.hold), topo.dir, gil=True, label="hold")
+            if args.profile_hold
+            else []
+        )
         guard.sleep(args.hold)
         hold_s = time.monotonic() - t_hold
         cpu1 = cpu_snapshot(pids)
@@ -585,7 +615,10 @@ def run_fleet(
             "p99_ms": pct(steady, 99),
             "max_ms": pct(steady, 100),
             "cpu_share (1.0 = one core)": share,
+            **steady_breakdown([x for r in reports for x in r["steady_detail"]], args),
         }
+        if hold_profile:
+            out["hold_profile (CPU)"] = profile_summary(hold_profile)
         before = sims.stations()
         leased_before = {cp for cp, s in before.items() if s[5] is not None and (s[6] or 0) > 0}
         db_wanted_before = wanted_leases() if args.db_checks else None
@@ -744,6 +777,11 @@ def main() -> None:
     parser.add_argument(
         "--profile-storm", type=float, default=0,
         help="py-spy the new ASGI processes and the worker for this many s of the storm",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-hold", type=float, default=0,
+        help="py-spy (CPU: the thread holding the GIL) the ASGI processes and the worker for "
+        "this many s of the steady state",
     )  # fmt: skip
     parser.add_argument(
         "--profile-gil", action="store_true",

@@ -80,6 +80,9 @@ class SimProcess:
         self.stations = [StationState(s) for s in specs]
         self.phase = "ramp"
         self.latencies: dict[str, list[float]] = defaultdict(list)
+        # Steady state only: (wall clock sent, ms, action), to see which answers are slow
+        # and whether they cluster in time (a periodic job) or not (a saturated machine).
+        self.steady_detail: list[tuple[float, float, str]] = []
         self.counts: Counter[str] = Counter()  # events: connects, failures, received calls
         self.errors: Counter[str] = Counter()
         self.stopping = False
@@ -232,7 +235,10 @@ class SimProcess:
             raise
         finally:
             st.pending.pop(uid, None)
-        self.latencies[phase].append((time.monotonic() - t0) * 1000)
+        ms = (time.monotonic() - t0) * 1000
+        self.latencies[phase].append(ms)
+        if phase == "steady":
+            self.steady_detail.append((time.time() - ms / 1000, ms, action))
         if isinstance(result, list):  # CALLERROR
             self.errors[f"callerror {action} {result[2]}"] += 1
             return {}
@@ -314,6 +320,7 @@ class SimProcess:
         return {
             "online": sum(s.online for s in self.stations),
             "latencies": {k: v for k, v in self.latencies.items()},
+            "steady_detail": self.steady_detail,
             "counts": dict(self.counts),
             "errors": dict(self.errors),
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
