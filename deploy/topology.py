@@ -473,6 +473,16 @@ http {{
         ''      '';
     }}
 
+    # Retry-After of the 503 sent when no ASGI process answers: spread, so that a fleet
+    # turned away while the processes restart does not come back as one wave.
+    split_clients "${{request_id}}" $retry_after {{
+        20% 5;
+        20% 10;
+        20% 15;
+        20% 20;
+        *   30;
+    }}
+
     upstream portal {{
         zone portal 64k;
         least_conn;
@@ -493,11 +503,22 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            # When nginx received the request: a process refuses a station's handshake that
+            # waited too long in its queue (stations/admission.py).
+            proxy_set_header X-Request-Start "t=${{msec}}";
             proxy_connect_timeout 2s;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
             proxy_next_upstream error timeout;
             proxy_buffering off;
+            error_page 502 504 = @unavailable;
+        }}
+
+        # No ASGI process answered (all restarting, or every listen queue full).
+        location @unavailable {{
+            add_header Retry-After $retry_after always;
+            default_type text/plain;
+            return 503 "The portal is restarting or busy; try again later.\n";
         }}
     }}
 }}

@@ -5,40 +5,221 @@ answers none in time: handshakes and boots queue behind each other until they ou
 stations' timeouts, the stations give up and try again, and the work already spent on them is
 lost (congestion collapse; seen at 10,000 stations on two cores, docs/BENCHMARKS.md). So a
 process that is already busy refuses new handshakes with ``503 Service Unavailable`` and a
-``Retry-After`` (spread over a range, so the retries do not come back as one wave), before any
-database work: the stations already connected are served first, and the fleet comes back at
-the rate the process can take. Busy means: more handshakes in progress than
-``OCPP_ADMISSION_MAX_CONNECTING``, or more OCPP database calls waiting for a thread than
-``OCPP_ADMISSION_MAX_DB_BACKLOG``.
+``Retry-After``, before the consumer is built and before any database work: the stations
+already connected are served first, and the fleet comes back at the rate the process can take.
+
+Busy means any of:
+- more handshakes in progress than ``OCPP_ADMISSION_MAX_CONNECTING``;
+- more OCPP database calls waiting for a thread than ``OCPP_ADMISSION_MAX_DB_BACKLOG``;
+- the request waited longer than ``OCPP_ADMISSION_MAX_QUEUE_SECONDS`` between the load
+  balancer and this process (nginx stamps ``X-Request-Start``). Such a request sat in the
+  listen queue behind thousands of others: its station may already have given up, and working
+  on it would only lengthen the queue for those behind it. Refusing it costs almost nothing.
+
+The ``Retry-After`` is drawn from ``OCPP_ADMISSION_RETRY_AFTER`` (5-30 s) while few stations
+are turned away. When many are, each refused station is given its own moment to come back,
+one after the other at the rate this process has been completing handshakes (measured over
+the last 10 s), up to ``OCPP_ADMISSION_RETRY_AFTER_MAX``: a fixed short range would bring
+thousands back every few seconds, and each refusal costs nginx, the server and the station
+work again. A station refused again before its moment (many ignore ``Retry-After``) is given
+the same moment, not a new one.
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
+import math
 import random
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from stations import conf, dbcalls
 
+log = logging.getLogger(__name__)
 
-@dataclass
+#: Handshakes completed within this many seconds give the process's admission rate.
+RATE_WINDOW_SECONDS = 10.0
+#: Below this many completed handshakes per second (a process just started, or one that has
+#: completed none yet), the rate is taken as this: the spread stays bounded.
+RATE_FLOOR = 10.0
+#: At most this many refused identities are remembered (a hostile client inventing
+#: identities must not grow the memory of a busy process without bound).
+BOOKED_MOST = 50_000
+
+
 class Gate:
-    connecting: int = 0
-    refused: int = 0
+    """One per process: each ASGI process decides for itself."""
 
-    def busy(self) -> str | None:
-        """Why a new handshake should wait, or None."""
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.connecting = 0
+        self.refused = 0
+        self._completed: deque[float] = deque()
+        self._next_return = 0.0  # the latest moment promised to a refused station
+        self._booked: dict[str, float] = {}  # identity -> the moment it was told to return
+        self._expiry: list[tuple[float, str]] = []  # heap over _booked's moments
+
+    def busy(self, queued_for: float | None = None) -> str | None:
+        """Why a new handshake should wait, or None. ``queued_for``: seconds the request
+        waited before it reached this process (None when unknown)."""
         most = conf.admission_max_connecting()
         if most and self.connecting >= most:
             return "handshakes"
         backlog_most = conf.admission_max_db_backlog()
         if backlog_most and dbcalls.backlog() > backlog_most:
             return "database"
+        queue_most = conf.admission_max_queue_seconds()
+        if queue_most and queued_for is not None and queued_for > queue_most:
+            return "queued"
         return None
 
-    def retry_after(self) -> int:
+    def completed(self, identity: str) -> None:
+        """A handshake this gate let through has been answered (accepted or not)."""
+        now = self.clock()
+        self._completed.append(now)
+        self._forget_before(now)
+        self._booked.pop(identity, None)  # its heap entry is dropped in _prune
+
+    def admission_rate(self) -> float:
+        """Handshakes completed per second, over the last ``RATE_WINDOW_SECONDS`` (or since
+        the process started, if that is shorter), at least ``RATE_FLOOR``."""
+        now = self.clock()
+        self._forget_before(now)
+        window = min(RATE_WINDOW_SECONDS, max(1.0, now - self.started))
+        return max(RATE_FLOOR, len(self._completed) / window)
+
+    def waiting(self) -> int:
+        """Stations refused and told to come back later, whose moment has not passed."""
+        self._prune(self.clock())
+        return len(self._booked)
+
+    def refuse(self, identity: str) -> int:
+        """Count a refusal and choose its Retry-After (s)."""
+        self.refused += 1
+        now = self.clock()
+        self._prune(now)
+        booked = self._booked.get(identity)
+        if booked is not None and booked - now >= 1:
+            return math.ceil(booked - now)  # back too early: the same moment again
+        wait = self._book(now)
+        if identity in self._booked or len(self._booked) < BOOKED_MOST:
+            self._booked[identity] = now + wait
+            heapq.heappush(self._expiry, (now + wait, identity))
+        return wait
+
+    def _book(self, now: float) -> int:
         low, high = conf.admission_retry_after()
-        return random.randint(low, max(low, high))
+        most = max(high, conf.admission_retry_after_max())
+        # One more return promised, 1/rate after the latest one.
+        self._next_return = max(self._next_return, now + low) + 1 / self.admission_rate()
+        ahead = self._next_return - now
+        if ahead <= high:  # few refused: the configured spread
+            return random.randint(low, max(low, high))
+        if ahead > most:  # more than the longest wait can spread: spread over its far end
+            self._next_return = now + most
+            return random.randint(high, most)
+        return math.ceil(ahead)
+
+    def _forget_before(self, now: float) -> None:
+        while self._completed and self._completed[0] < now - RATE_WINDOW_SECONDS:
+            self._completed.popleft()
+
+    def _prune(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            moment, identity = heapq.heappop(self._expiry)
+            if self._booked.get(identity) == moment:
+                del self._booked[identity]
+        if len(self._expiry) > 2 * len(self._booked) + 1000:  # entries of let-through ones
+            self._expiry = [(m, i) for i, m in self._booked.items()]
+            heapq.heapify(self._expiry)
 
 
-#: One per process (each ASGI process decides for itself).
 gate = Gate()
+
+
+def queued_for(scope: dict[str, Any]) -> float | None:
+    """Seconds since the load balancer received the request, from ``X-Request-Start:
+    t=<unix seconds>`` (nginx's ``$msec``); None without the header or with a bad one."""
+    for name, value in scope.get("headers") or ():
+        if name == b"x-request-start":
+            text = value.decode("latin-1").strip().removeprefix("t=")
+            try:
+                stamp = float(text)
+            except ValueError:
+                return None
+            if stamp > 1e11:  # milliseconds or microseconds, as some balancers send
+                stamp /= 1000 if stamp < 1e14 else 1_000_000
+            return max(0.0, time.time() - stamp)
+    return None
+
+
+async def _deny_busy(scope: dict[str, Any], receive: Any, send: Any, retry_after: int) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client went away before its handshake was read
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = b"Too many stations connecting at once; try again later."
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"retry-after", str(retry_after).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+    else:
+        await send({"type": "websocket.close"})  # 403 at the HTTP level
+
+
+HANDSHAKE_ANSWERS = ("websocket.accept", "websocket.close", "websocket.http.response.start")
+
+
+class AdmissionMiddleware:
+    """Wraps the OCPP consumer: refuses while busy, counts the handshakes in progress."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        identity = str(scope.get("path", ""))
+        busy = gate.busy(queued_for(scope))
+        if busy is not None:
+            retry = gate.refuse(identity)
+            if gate.refused % 1000 == 1:
+                log.warning(
+                    "handshake refused (busy: %s), %d so far, %d waiting, Retry-After %d s",
+                    busy,
+                    gate.refused,
+                    gate.waiting(),
+                    retry,
+                )
+            await _deny_busy(scope, receive, send, retry)
+            return
+        gate.connecting += 1
+        in_progress = True
+
+        def answered() -> None:
+            nonlocal in_progress
+            if in_progress:
+                in_progress = False
+                gate.connecting -= 1
+                gate.completed(identity)
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            if in_progress and message["type"] in HANDSHAKE_ANSWERS:
+                answered()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            if in_progress:  # the connection ended before any answer (client gone)
+                in_progress = False
+                gate.connecting -= 1

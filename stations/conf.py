@@ -99,10 +99,23 @@ def admission_max_db_backlog() -> int:
     return int(_get("OCPP_ADMISSION_MAX_DB_BACKLOG", 300))
 
 
+def admission_max_queue_seconds() -> float:
+    """A handshake that waited longer than this between the load balancer (its
+    ``X-Request-Start``) and the process is refused with 503 (0: no limit)."""
+    return float(_get("OCPP_ADMISSION_MAX_QUEUE_SECONDS", 5))
+
+
 def admission_retry_after() -> tuple[int, int]:
-    """Range of the Retry-After (seconds) sent with a 503, spread to smooth the retries."""
+    """Range of the Retry-After (seconds) sent with a 503 while few stations wait, spread to
+    smooth the retries."""
     low, _, high = str(_get("OCPP_ADMISSION_RETRY_AFTER", "5-30")).partition("-")
     return int(low), int(high or low)
+
+
+def admission_retry_after_max() -> int:
+    """Longest Retry-After (s) when many stations wait: the range grows up to it so that they
+    come back about as fast as the process completes handshakes."""
+    return int(_get("OCPP_ADMISSION_RETRY_AFTER_MAX", 180))
 
 
 def public_ws_base() -> str:

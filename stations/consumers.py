@@ -1,12 +1,12 @@
 """The OCPP endpoint ``/ocpp/<charge_point_id>``: one consumer per station connection.
 
 Handshake (before any upgrade): a process busy bringing other stations up → HTTP 503 with
-Retry-After (stations/admission.py), too many failed passwords for the identity or from the address
-→ HTTP 429 (stations/credentials.py), unknown identity → HTTP 404 (and recorded), missing or
-wrong Basic credentials → HTTP 401, through the ASGI websocket denial-response extension when the
-server offers it (Uvicorn does), else a close before accept (403). Subprotocol ``ocpp1.6``
-is selected when offered; otherwise the handshake completes without one and the socket is
-closed (OCPP-J 3.2).
+Retry-After (stations/admission.py, before this consumer is built), too many failed
+passwords for the identity or from the address → HTTP 429 (stations/credentials.py), unknown
+identity → HTTP 404 (and recorded), missing or wrong Basic credentials → HTTP 401, through the
+ASGI websocket denial-response extension when the server offers it (Uvicorn does), else a
+close before accept (403). Subprotocol ``ocpp1.6`` is selected when offered; otherwise the
+handshake completes without one and the socket is closed (OCPP-J 3.2).
 
 Received frames go into a queue read by the ``ocpp`` library's ``ChargePoint.start()`` in a task
 of its own, so the consumer's event dispatch never waits for a handler: channel-layer
@@ -41,7 +41,7 @@ from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.v16 import call as v16_call
 
-from stations import admission, commands, conf, credentials, services
+from stations import commands, conf, credentials, services
 from stations.centralsystem import CentralSystem
 from stations.dbcalls import db, in_thread_context
 from stations.live import push_rendered
@@ -103,22 +103,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
     # --- handshake ----------------------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        busy = admission.gate.busy()
-        if busy is not None:
-            admission.gate.refused += 1
-            if admission.gate.refused % 1000 == 1:
-                log.warning("handshake refused (busy: %s), %d so far", busy, admission.gate.refused)
-            await self.deny(
-                503,
-                "Too many stations connecting at once; try again later.",
-                [(b"retry-after", str(admission.gate.retry_after()).encode())],
-            )
-            return
-        admission.gate.connecting += 1
-        try:
-            await self._connect()
-        finally:
-            admission.gate.connecting -= 1
+        # A busy process has already refused the handshake (stations/admission.py,
+        # AdmissionMiddleware) before this consumer was built.
+        await self._connect()
 
     async def _connect(self) -> None:
         self.ref = None

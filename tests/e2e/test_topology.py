@@ -9,7 +9,9 @@ b) During live sessions under load management on a small fuse, ASGI process 1 is
    connections again. Figures: docs/RESILIENCE.md, "Fault injection: ASGI process killed".
 c) The Celery worker SIGKILLed from outside is restarted by the topology's supervisor within
    seconds (counted in ``status``) and load management plans and leases again.
-d) ``kill-asgi`` keeps its process down (the supervisor leaves it) until ``start-asgi``.
+d) ``kill-asgi`` keeps its process down (the supervisor leaves it) until ``start-asgi``;
+   nginx stamps each request's arrival for admission control and answers 503 with a
+   Retry-After while no process is up.
 e) ``restart-asgi`` starts each process once (no race with the supervisor); an nginx master
    SIGKILLed is replaced (its orphaned workers, which hold the port, cleared); ``down``
    leaves no process behind, the supervisor included."""
@@ -17,11 +19,13 @@ e) ``restart-asgi`` starts each process once (no race with the supervisor); an n
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from datetime import timedelta
@@ -458,7 +462,25 @@ async def test_c_a_worker_killed_with_sigkill_is_restarted_and_load_management_r
         await stop_all(sims)
 
 
-def test_d_kill_asgi_keeps_the_process_down_until_start_asgi(topology):
+def _handshake(url: str, identity: str, headers: dict[str, str]) -> int:
+    """HTTP status of an OCPP websocket handshake (101: accepted)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    auth = base64.b64encode(f"{identity}:{STATION_PASSWORD}".encode()).decode()
+    try:
+        with connect(
+            f"{url}/ocpp/{identity}",
+            subprotocols=["ocpp1.6"],
+            additional_headers={"Authorization": f"Basic {auth}", **headers},
+            open_timeout=10,
+        ):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_d_kill_asgi_keeps_the_process_down_until_start_asgi(topology, fleet_stations):
     topo = topology(2)
     before = process(topo.status(), "asgi-1")
     topo.run("kill-asgi", "1")
@@ -472,8 +494,23 @@ def test_d_kill_asgi_keeps_the_process_down_until_start_asgi(topology):
     # The other process serves through nginx meanwhile.
     with urllib.request.urlopen(topo.url + "/healthz", timeout=5) as response:
         assert response.status == 200
+    # nginx stamps when it received each request (X-Request-Start), replacing any stamp a
+    # client sent: a station claiming its handshake is an hour old is still let through.
+    stale = {"X-Request-Start": f"t={time.time() - 3600:.3f}"}
+    assert _handshake(topo.ws_url, fleet_stations[0].charge_point_id, stale) == 101
+    # The same stamp sent to the process directly (no nginx): refused as queued too long.
+    assert _handshake(topo.asgi_url(2).replace("http", "ws"), "TOPO-01", stale) == 503
+
+    # Every process down: nginx answers 503 with a Retry-After, not 502.
+    topo.run("kill-asgi", "2")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(topo.url + "/healthz", timeout=5)
+    assert refused.value.code == 503
+    assert refused.value.headers["Retry-After"] in {"5", "10", "15", "20", "30"}
+    assert b"try again later" in refused.value.read()
 
     topo.run("start-asgi", "1")
+    topo.run("start-asgi", "2")
     status = topo.status()
     row = process(status, "asgi-1")
     assert (row["running"], row["held_down"], row["restarts"]) == (True, False, 0), row

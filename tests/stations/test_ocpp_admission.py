@@ -3,6 +3,9 @@ a spread Retry-After, before any database work, and serves the connected station
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
 import pytest
 
 from stations import admission, dbcalls
@@ -61,4 +64,152 @@ async def test_no_limit_when_set_to_zero(station, settings, monkeypatch):
     monkeypatch.setattr(dbcalls, "backlog", lambda: 10_000)
     cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
     assert (await cp.handshake())[0]
+    await cp.disconnect()
+
+
+# --- a request that waited too long before it reached the process --------------------------
+
+
+def _stamped(seconds_ago: float, *, unit: float = 1.0) -> FakeStation:
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    stamp = (time.time() - seconds_ago) * unit
+    cp.scope["headers"] = [*cp.scope["headers"], (b"x-request-start", f"t={stamp:.3f}".encode())]
+    return cp
+
+
+async def test_a_handshake_that_queued_too_long_is_refused_before_the_database(
+    station, settings, monkeypatch
+):
+    settings.OCPP_ADMISSION_MAX_QUEUE_SECONDS = 5
+    queries = []
+    monkeypatch.setattr(
+        "stations.services.station_for_handshake", lambda identity: queries.append(identity)
+    )
+    refused = await _refused(_stamped(8))
+    assert refused["status"] == 503 and b"retry-after" in refused["headers"]
+    assert queries == [] and admission.gate.connecting == 0
+
+
+@pytest.mark.parametrize("unit", [1.0, 1000.0])  # nginx's $msec, or milliseconds
+async def test_a_fresh_stamp_is_let_through(station, settings, unit):
+    settings.OCPP_ADMISSION_MAX_QUEUE_SECONDS = 5
+    cp = _stamped(0.5, unit=unit)
+    assert (await cp.handshake())[0]
+    await cp.disconnect()
+
+
+async def test_no_queue_limit_when_set_to_zero(station, settings):
+    settings.OCPP_ADMISSION_MAX_QUEUE_SECONDS = 0
+    cp = _stamped(600)
+    assert (await cp.handshake())[0]
+    await cp.disconnect()
+
+
+@pytest.mark.parametrize("value", [b"t=soon", b"", b"t=", b"nonsense"])
+def test_a_bad_stamp_is_ignored(value):
+    assert admission.queued_for({"headers": [(b"x-request-start", value)]}) is None
+    assert admission.queued_for({"headers": []}) is None
+
+
+def test_a_stamp_from_the_future_counts_as_no_wait():
+    stamp = f"t={time.time() + 30:.3f}".encode()
+    assert admission.queued_for({"headers": [(b"x-request-start", stamp)]}) == 0.0
+
+
+# --- the Retry-After grows with the stations waiting ---------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def gate(settings):
+    settings.OCPP_ADMISSION_RETRY_AFTER = "5-30"
+    settings.OCPP_ADMISSION_RETRY_AFTER_MAX = 180
+    clock = Clock()
+    g = admission.Gate(clock)
+    clock.now += 60  # an hour-old process: the rate window is whole
+    return g, clock
+
+
+def test_few_refused_get_the_configured_range(gate):
+    g, _clock = gate
+    waits = [g.refuse(f"/ocpp/CP-{i}") for i in range(50)]
+    assert all(5 <= w <= 30 for w in waits), waits
+    assert g.waiting() == 50 and g.refused == 50
+
+
+def test_many_refused_come_back_at_the_rate_the_process_completes_handshakes(gate):
+    g, clock = gate
+    for i in range(200):  # 20 handshakes a second over the last 10 s
+        clock.now += 0.05
+        g.completed(f"/ocpp/DONE-{i}")
+    assert g.admission_rate() == pytest.approx(20, rel=0.01)
+    waits = [g.refuse(f"/ocpp/CP-{i}") for i in range(3000)]
+    # 3,000 refused at 20 a second: the last come back after 5 + 150 s...
+    assert 150 <= max(waits) <= 156, max(waits)
+    # ...and in no second do many more than 20 come back (the first 25 s: drawn at random).
+    per_second = Counter(waits)
+    assert max(per_second.values()) < 40, per_second.most_common(3)
+    assert all(per_second[s] == 20 for s in range(35, 150)), per_second
+
+
+def test_the_spread_is_capped(gate, settings):
+    g, _clock = gate
+    settings.OCPP_ADMISSION_RETRY_AFTER_MAX = 60
+    waits = [g.refuse(f"/ocpp/CP-{i}") for i in range(5000)]  # no completion: the floor rate
+    assert max(waits) <= 60 and max(waits[-1000:]) > 50
+
+
+def test_a_station_back_too_early_gets_the_same_moment(gate):
+    g, clock = gate
+    others = [g.refuse(f"/ocpp/CP-{i}") for i in range(1000)]  # each has its own moment
+    wait = g.refuse("/ocpp/EARLY")
+    assert wait > 30
+    clock.now += 10
+    assert g.refuse("/ocpp/EARLY") == wait - 10  # ignored Retry-After: the same moment
+    # Counted once; those told to come back within 10 s no longer count as waiting.
+    assert g.waiting() == 1 + sum(w > 10 for w in others) and g.refused == 1002
+
+
+def test_a_station_let_through_no_longer_waits_and_a_moment_passes(gate):
+    g, clock = gate
+    wait = g.refuse("/ocpp/CP-1")
+    g.refuse("/ocpp/CP-2")
+    assert g.waiting() == 2
+    g.completed("/ocpp/CP-2")
+    assert g.waiting() == 1
+    clock.now += wait - 0.1
+    assert g.waiting() == 1
+    clock.now += 0.2
+    assert g.waiting() == 0
+
+
+def test_a_new_process_measures_its_rate_from_its_start(settings):
+    clock = Clock()
+    g = admission.Gate(clock)
+    clock.now += 2
+    for i in range(60):
+        g.completed(f"/ocpp/CP-{i}")
+    assert g.admission_rate() == pytest.approx(30)  # 60 in 2 s, not in 10
+    assert admission.Gate(Clock()).admission_rate() == admission.RATE_FLOOR
+
+
+async def test_the_gate_counts_a_handshake_until_it_is_answered(station, monkeypatch):
+    seen = []
+    real = admission.gate.completed
+    monkeypatch.setattr(
+        admission.gate, "completed", lambda identity: seen.append(identity) or real(identity)
+    )
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    assert admission.gate.connecting == 0 and seen == ["/ocpp/ALPHA-1"]
+    wrong = FakeStation("/ocpp/ALPHA-1", password="wrong")
+    assert (await wrong.handshake()) == (False, 401)
+    assert admission.gate.connecting == 0 and len(seen) == 2
     await cp.disconnect()
