@@ -43,7 +43,7 @@ from ocpp.v16 import call as v16_call
 
 from stations import commands, conf, credentials, services
 from stations.centralsystem import CentralSystem
-from stations.dbcalls import db, in_thread_context
+from stations.dbcalls import COMMANDS, HANDSHAKES, db, in_thread_context
 from stations.live import push_rendered
 from stations.models import CommandStatus
 from stations.relay import CLOSE_TRY_LATER, MANAGED_ELSEWHERE, Relay, RelayUnavailable
@@ -131,9 +131,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         found = None
         if identity and "/" not in identity:
-            found = await db(services.station_for_handshake)(identity)
+            found = await db(services.station_for_handshake, HANDSHAKES)(identity)
         if found is None:
-            await db(services.unknown_identity_record)(identity or "(empty)", self.remote_addr)
+            await db(services.unknown_identity_record, HANDSHAKES)(
+                identity or "(empty)", self.remote_addr
+            )
             await self.deny(404, "Unknown charge point identity.")
             return
         ref, password_hash = found
@@ -164,7 +166,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         # Newest wins: older connections of this identity (any process) close themselves;
         # they only mark the station offline if they still hold it (channel_name).
-        fragments = await db(services.connection_open)(
+        fragments = await db(services.connection_open, HANDSHAKES)(
             ref.id, self.channel_name, self.remote_addr, ref.organization_id
         )
         # connection_open wrote last_seen and online: the first messages need not again.
@@ -318,8 +320,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         ref = self.ref
         if ref is None:
             return
-        await db(commands.configuration_resend)(ref.id, resend_everything)
-        pending = await db(commands.commands_pending)(ref.id, ref.registration_status)
+        await db(commands.configuration_resend, COMMANDS)(ref.id, resend_everything)
+        pending = await db(commands.commands_pending, COMMANDS)(ref.id, ref.registration_status)
         for command_id in pending:
             if self.ref is None or self.closing:  # the socket closed meanwhile
                 return
@@ -342,10 +344,12 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self.ref is None or self.closing:  # the socket closed meanwhile
             return
         if self.ref.registration_status != "Accepted":
-            allowed = await db(commands.commands_pending)(self.ref.id, self.ref.registration_status)
+            allowed = await db(commands.commands_pending, COMMANDS)(
+                self.ref.id, self.ref.registration_status
+            )
             if command_id not in allowed:
                 return  # stays pending; delivered after an accepted boot
-        claimed = await db(commands.command_claim)(command_id, self.ref.id)
+        claimed = await db(commands.command_claim, COMMANDS)(command_id, self.ref.id)
         if claimed is None:
             return
         action, payload = claimed
@@ -371,7 +375,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             response = {"errorCode": exc.code, "details": exc.details}
         except asyncio.CancelledError:
             if command_id is not None:
-                await db(commands.command_finish)(
+                await db(commands.command_finish, COMMANDS)(
                     command_id,
                     CommandStatus.ERROR,
                     None,
@@ -408,7 +412,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         delay, deadline = 0.25, time.monotonic() + RECORD_RETRY_SECONDS
         while True:
             try:
-                return await db(commands.command_finish)(command_id, status, response, error)
+                return await db(commands.command_finish, COMMANDS)(
+                    command_id, status, response, error
+                )
             except Exception:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -507,7 +513,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         try:
             self.group = commands.station_group(ref.id)
             await self.channel_layer.group_add(self.group, self.channel_name)
-            fragments = await db(services.connection_open)(
+            fragments = await db(services.connection_open, HANDSHAKES)(
                 ref.id, self.channel_name, self.remote_addr, ref.organization_id
             )
             await db(services.relay_error_clear)(ref.id)
@@ -522,7 +528,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self._push("station.online", {"online": True}, fragments)
         relay.start()
         # Commands queued before the station came through the relay: refused, not left pending.
-        for command_id in await db(commands.commands_pending)(ref.id, "Accepted"):
+        for command_id in await db(commands.commands_pending, COMMANDS)(ref.id, "Accepted"):
             self._spawn(self._relay_refuse(command_id))
 
     async def _relay_to_station(self, text: str) -> None:
@@ -543,7 +549,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self._teardown()
 
     async def _relay_refuse(self, command_id: int) -> None:
-        fragments = await db(commands.command_refuse)(command_id, self.ref.id, MANAGED_ELSEWHERE)
+        fragments = await db(commands.command_refuse, COMMANDS)(
+            command_id, self.ref.id, MANAGED_ELSEWHERE
+        )
         if fragments:
             await self._push(
                 "station.command", {"command": command_id, "status": CommandStatus.ERROR}, fragments

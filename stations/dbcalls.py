@@ -9,16 +9,27 @@ its own connection, ``OCPP_DB_THREADS``, default 8); on SQLite (one writer at a 
 
 Order per station is kept by the caller: the ``ocpp`` library handles one message of a
 connection at a time, and each call here is awaited before the next.
+
+Calls wait for a thread in order of priority, first come first served within one:
+``MESSAGES`` (what connected stations sent: they are waiting for the answer), then
+``HANDSHAKES`` (new connections), then ``COMMANDS`` (claiming and recording the portal's own
+calls). Load management renews hundreds of leases at once every few seconds; without
+priorities every station message arriving meanwhile waited behind their bookkeeping (the
+slowest 1 % of a 10,000-station fleet's answers came in those moments, docs/BENCHMARKS.md).
+In a reconnect storm, stations that are connected get their boot answered before more
+handshakes are worked on.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -31,14 +42,72 @@ from stations import conf
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_executor: ThreadPoolExecutor | None = None
+MESSAGES, HANDSHAKES, COMMANDS = 0, 1, 2
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=conf.db_threads(), thread_name_prefix="ocpp-db")
-    return _executor
+class _PriorityPool:
+    """Threads (each keeps its own database connection) taking calls from one queue in
+    order of priority, then of arrival."""
+
+    def __init__(self, threads: int) -> None:
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._threads = threads
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, priority: int, fn: Callable, args: tuple, kwargs: dict) -> Future:
+        future: Future = Future()
+        self._queue.put((priority, next(self._order), future, fn, args, kwargs))
+        if self._started < self._threads:
+            self._start_thread()
+        return future
+
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._started < self._threads:
+                self._started += 1
+                threading.Thread(
+                    target=self._work, name=f"ocpp-db-{self._started}", daemon=True
+                ).start()
+
+    def _work(self) -> None:
+        while True:
+            _priority, _order, future, fn, args, kwargs = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller, as an executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+class _Lane(Executor):
+    """The pool seen as an executor (what ``sync_to_async`` takes) at one priority."""
+
+    def __init__(self, pool: _PriorityPool, priority: int) -> None:
+        self.pool, self.priority = pool, priority
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        return self.pool.submit(self.priority, fn, args, kwargs)
+
+
+_shared_pool: _PriorityPool | None = None
+_lanes: dict[int, _Lane] = {}
+
+
+def _lane(priority: int) -> _Lane:
+    global _shared_pool
+    if _shared_pool is None:
+        _shared_pool = _PriorityPool(conf.db_threads())
+    if priority not in _lanes:
+        _lanes[priority] = _Lane(_shared_pool, priority)
+    return _lanes[priority]
 
 
 _thread = threading.local()
@@ -69,18 +138,19 @@ def _with_fresh_connection(fn: Callable[P, R]) -> Callable[P, R]:
     return in_thread_context(run)
 
 
-def db(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+def db(fn: Callable[P, R], priority: int = MESSAGES) -> Callable[P, Awaitable[R]]:
     """``await db(services.boot)(...)``: run a synchronous ORM function off the loop."""
     if connection.vendor == "sqlite" or conf.db_threads() <= 1:
         return database_sync_to_async(fn)
-    return sync_to_async(_with_fresh_connection(fn), thread_sensitive=False, executor=_pool())
+    return sync_to_async(
+        _with_fresh_connection(fn), thread_sensitive=False, executor=_lane(priority)
+    )
 
 
 def backlog() -> int:
-    """Calls waiting for a database thread in this process (0 when none is in use)."""
-    if _executor is None:
-        return 0
-    return _executor._work_queue.qsize()
+    """Calls waiting for a database thread in this process, all priorities (0 when none
+    is in use)."""
+    return 0 if _shared_pool is None else _shared_pool.backlog()
 
 
-__all__ = ["backlog", "db", "in_thread_context"]
+__all__ = ["COMMANDS", "HANDSHAKES", "MESSAGES", "backlog", "db", "in_thread_context"]

@@ -1,16 +1,21 @@
 """``stations.dbcalls``: calls from many station connections share their worker thread's
-cache client instead of each connection keeping one (and a Redis connection) of its own."""
+cache client instead of each connection keeping one (and a Redis connection) of its own;
+calls wait for a thread in order of priority."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import operator
+import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
+from stations import dbcalls
 from stations.dbcalls import in_thread_context
 
 
@@ -65,3 +70,57 @@ def test_connections_are_checked_once_a_second_per_thread_and_after_a_failure(mo
     assert len(checks) == 2  # the failed call drops its connection
     assert ok() == "ok"
     assert len(checks) == 3  # and the next call checks again
+
+
+# --- priorities: connected stations' messages first, the portal's own commands last -------
+
+
+def test_calls_wait_in_order_of_priority_then_of_arrival():
+    pool = dbcalls._PriorityPool(threads=1)
+    gate, ran = threading.Event(), []
+    busy = pool.submit(dbcalls.MESSAGES, gate.wait, (5,), {})  # the only thread is busy
+    futures = [
+        pool.submit(priority, ran.append, (name,), {})
+        for priority, name in [
+            (dbcalls.COMMANDS, "claim"),
+            (dbcalls.HANDSHAKES, "handshake"),
+            (dbcalls.MESSAGES, "meter values"),
+            (dbcalls.COMMANDS, "finish"),
+            (dbcalls.MESSAGES, "heartbeat"),
+        ]
+    ]
+    assert pool.backlog() == 5
+    gate.set()
+    for future in [busy, *futures]:
+        future.result(5)
+    assert ran == ["meter values", "heartbeat", "handshake", "claim", "finish"]
+    assert pool.backlog() == 0
+
+
+def test_an_error_reaches_the_caller_and_the_thread_lives_on():
+    pool = dbcalls._PriorityPool(threads=1)
+    failed = pool.submit(dbcalls.MESSAGES, operator.truediv, (1, 0), {})
+    with pytest.raises(ZeroDivisionError):
+        failed.result(5)
+    assert pool.submit(dbcalls.MESSAGES, operator.add, (1, 2), {}).result(5) == 3
+
+
+async def test_db_runs_on_the_pool_at_the_priority_asked(monkeypatch):
+    monkeypatch.setattr(dbcalls, "connection", types.SimpleNamespace(vendor="postgresql"))
+    monkeypatch.setattr(dbcalls.conf, "db_threads", lambda: 2)
+    seen = []
+    real = dbcalls._PriorityPool.submit
+    monkeypatch.setattr(
+        dbcalls._PriorityPool,
+        "submit",
+        lambda self, priority, fn, args, kwargs: (
+            seen.append(priority) or real(self, priority, fn, args, kwargs)
+        ),
+    )
+    monkeypatch.setattr(dbcalls, "_shared_pool", None)
+    monkeypatch.setattr(dbcalls, "_lanes", {})
+    assert await dbcalls.db(lambda: threading.current_thread().name, dbcalls.COMMANDS)() == (
+        "ocpp-db-1"
+    )
+    await dbcalls.db(lambda: None)()
+    assert seen == [dbcalls.COMMANDS, dbcalls.MESSAGES]
