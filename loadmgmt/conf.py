@@ -29,6 +29,14 @@ def lease_seconds() -> float:
     return _get("LOADMGMT_LEASE_SECONDS", 60.0)
 
 
+def renewal_spread_seconds() -> float:
+    """Renewals of one recompute reach the stations spread over this many seconds, not all
+    at once (``LOADMGMT_RENEWAL_SPREAD_SECONDS``; by default half a cycle, at most a tenth
+    of a lease: a renewal leaves with 40 % of its lease still to run)."""
+    default = min(float(cycle_seconds()) / 2, float(lease_seconds()) / 10)
+    return float(_get("LOADMGMT_RENEWAL_SPREAD_SECONDS", default))
+
+
 def debounce_seconds() -> float:
     """Wait this long before a triggered recompute, to merge more events into it (events that
     arrive before the worker starts it are merged anyway; below 0.1 s: no wait)."""

@@ -326,6 +326,7 @@ def commands_send_bulk(
     *,
     requested_by: User | None = None,
     schema_checked: bool = False,
+    spread_seconds: float = 0.0,
 ) -> list[StationCommand]:
     """Many commands at once (load management's setpoints each cycle): validated, stored in
     one query, delivered after commit. Unlike ``command_send`` no page fragments are pushed
@@ -334,7 +335,11 @@ def commands_send_bulk(
     ``schema_checked``: the payloads come from a builder whose every output is tested against
     the OCPP schema (``loadmgmt.profiles``), so the per-payload validation (a third of the
     cost of sending 40 setpoints) is skipped; the station's connection validates the frame
-    again before it goes out."""
+    again before it goes out.
+
+    ``spread_seconds``: the commands need not go out at once (load management's renewals);
+    each connection starts its command at a random moment within this time, so that hundreds
+    of them do not hold up the stations' own messages."""
     now = timezone.now()
     commands = []
     for station, action, payload in items:
@@ -353,9 +358,11 @@ def commands_send_bulk(
     StationCommand.objects.bulk_create(commands)
     pending = [(c.station_id, c.pk) for c in commands if c.status == CommandStatus.PENDING]
 
+    extra = {"spread": spread_seconds} if spread_seconds > 0 else {}
+
     def deliver() -> None:
         group_send_many(
-            (station_group(station_id), {"type": "ocpp.command", "command_id": cid})
+            (station_group(station_id), {"type": "ocpp.command", "command_id": cid, **extra})
             for station_id, cid in pending
         )
 

@@ -88,6 +88,17 @@ def db_threads() -> int:
     return int(_get("OCPP_DB_THREADS", 8))
 
 
+def group_check_seconds() -> float:
+    """How often each process checks whether Redis lost the channel groups (stations/groups.py)."""
+    return float(_get("OCPP_GROUP_CHECK_SECONDS", 2.0))
+
+
+def group_refresh_seconds() -> float:
+    """Each station connection joins its channel group again this often, against
+    channels_redis's group expiry (a day)."""
+    return float(_get("OCPP_GROUP_REFRESH_SECONDS", 3600.0))
+
+
 def admission_max_connecting() -> int:
     """Handshakes one process works on at once; more are refused with 503 (0: no limit)."""
     return int(_get("OCPP_ADMISSION_MAX_CONNECTING", 200))

@@ -44,6 +44,7 @@ from ocpp.v16 import call as v16_call
 from stations import commands, conf, credentials, services
 from stations.centralsystem import CentralSystem
 from stations.dbcalls import COMMANDS, HANDSHAKES, db, in_thread_context
+from stations.groups import membership
 from stations.live import push_rendered
 from stations.models import CommandStatus
 from stations.relay import CLOSE_TRY_LATER, MANAGED_ELSEWHERE, Relay, RelayUnavailable
@@ -56,6 +57,8 @@ CLOSE_RECONNECT = 1012  # "service restart": reconnect
 CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 CLOSE_PROTOCOL = 1002
+# A command that may wait is started within at most this (whatever the sender asked).
+MAX_SPREAD_SECONDS = 30.0
 # How long a command's result is retried while the database is away (see _record_outcome).
 RECORD_RETRY_SECONDS = 60.0
 
@@ -163,7 +166,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         self.ref = ref
         self.group = commands.station_group(ref.id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await membership.join(self.channel_layer, self.group, self.channel_name)
         # Newest wins: older connections of this identity (any process) close themselves;
         # they only mark the station offline if they still hold it (channel_name).
         fragments = await db(services.connection_open, HANDSHAKES)(
@@ -182,7 +185,6 @@ class OcppConsumer(AsyncWebsocketConsumer):
         )
         self._spawn(self._serve())
         self._spawn(self._after_connect())
-        self._spawn(self._keep_group())
 
     async def deny(
         self, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
@@ -209,22 +211,6 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
-
-    async def _keep_group(self) -> None:
-        """Join the station's group again every ``OCPP_GROUP_REFRESH_SECONDS`` (30).
-
-        Group membership lives in Redis: a Redis restart (or failover to an empty replica)
-        forgets it while this connection lives on, and every command and setpoint sent to
-        the group would then reach nobody until the station reconnects. channels_redis
-        also drops members after its ``group_expiry`` (a day). Joining is idempotent."""
-        every = float(conf._get("OCPP_GROUP_REFRESH_SECONDS", 30.0))
-        while True:
-            # Spread over the interval: stations that connected together do not refresh so.
-            await asyncio.sleep(every * (0.75 + 0.5 * random.random()))
-            try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-            except Exception as exc:  # Redis away: the next round tries again
-                log.warning("%s: group not joined again: %r", self.ref.charge_point_id, exc)
 
     # --- frames -------------------------------------------------------------------------
 
@@ -337,9 +323,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self.relay is not None:
             self._spawn(self._relay_refuse(command_id))
             return
-        self._spawn(self._run_command(command_id))
+        self._spawn(self._run_command(command_id, float(message.get("spread") or 0)))
 
-    async def _run_command(self, command_id: int) -> None:
+    async def _run_command(self, command_id: int, spread: float = 0.0) -> None:
+        if spread > 0:  # it may wait (commands_send_bulk): start at a random moment
+            await asyncio.sleep(random.uniform(0, min(spread, MAX_SPREAD_SECONDS)))
         await self.cp.boot_answered.wait()  # a boot in progress: after its answer
         if self.ref is None or self.closing:  # the socket closed meanwhile
             return
@@ -476,7 +464,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self.relay is not None:
             await self.relay.close()
         with contextlib.suppress(Exception):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await membership.leave(self.channel_layer, self.group, self.channel_name)
         fragments = await db(services.connection_closed)(
             ref.id, self.channel_name, ref.organization_id
         )
@@ -512,7 +500,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         try:
             self.group = commands.station_group(ref.id)
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            await membership.join(self.channel_layer, self.group, self.channel_name)
             fragments = await db(services.connection_open, HANDSHAKES)(
                 ref.id, self.channel_name, self.remote_addr, ref.organization_id
             )

@@ -180,8 +180,24 @@ def test_renewals_go_out_after_the_changes(tenants, group, monkeypatch):
     arrive(s2)
     stations_answer_while_the_recompute_waits(monkeypatch)
     first = StationCommand.objects.order_by("-pk").values_list("pk", flat=True).first()
+    from loadmgmt import conf
+    from loadmgmt import recompute as recompute_module
+
+    sends = []
+    real = recompute_module.commands_send_bulk
+    monkeypatch.setattr(
+        recompute_module,
+        "commands_send_bulk",
+        lambda items, **kw: (
+            sends.append((len(items), kw.get("spread_seconds"))) or real(items, **kw)
+        ),
+    )
     report = recompute(tenants.a.pk)
     assert (report.sent_decreases, report.sent_increases, report.renewed) == (1, 1, 2)
+    # Changes go out at once; renewals may be spread over half a cycle (or a tenth of a lease).
+    spread = conf.renewal_spread_seconds()
+    assert spread == min(conf.cycle_seconds() / 2, conf.lease_seconds() / 10) > 0
+    assert sends == [(1, 0.0), (1, 0.0), (2, spread)]
     sent = list(leases().filter(pk__gt=first).values_list("station_id", flat=True))
     assert sent[:2] == [s1.pk, s2.pk]  # the decrease, then the increase
     assert sorted(sent[2:]) == sorted([s3.pk, s4.pk])  # then the renewals (0 A, idle)

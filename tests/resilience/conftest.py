@@ -386,9 +386,10 @@ class FleetConfig:
     retry_interval: int = 1
     retry_attempts: int = 12
     call_timeout: float = 10
-    # The consumers join their station's channel group again this often (production: 30 s);
-    # after a Redis restart, commands reach a station again within this.
-    group_refresh_seconds: float = 3
+    # Each process checks this often whether Redis lost the channel groups (production: 2 s);
+    # after a Redis restart, commands reach a station again within about this. The hourly
+    # refresh of every connection's group stays at its default: the check must do the work.
+    group_check_seconds: float = 1
 
 
 @dataclass
@@ -436,7 +437,7 @@ class FaultFleet:
             LOADMGMT_LEASE_SECONDS=str(config.lease_seconds),
             LOADMGMT_DEBOUNCE_SECONDS="0.05",
             TMPDIR=str(workdir),
-            OCPP_GROUP_REFRESH_SECONDS=str(config.group_refresh_seconds),
+            OCPP_GROUP_CHECK_SECONDS=str(config.group_check_seconds),
             OCPP_CALL_TIMEOUT=str(config.call_timeout),
         )
         self.station_ids: list[int] = []

@@ -259,3 +259,35 @@ async def test_no_call_reaches_a_booting_station_before_the_boot_answer(station,
     assert call[2] == "SetChargingProfile"
     await cp.answer(call, {"status": "Accepted"})
     await cp.disconnect()
+
+
+async def test_commands_that_may_wait_start_within_their_spread(station, monkeypatch):
+    """Load management's renewals come with a spread: the connection starts each at a random
+    moment within it (here the latest), and answers the station's own calls meanwhile."""
+    import time
+
+    from stations import consumers
+
+    cp = await booted()
+    monkeypatch.setattr(consumers.random, "uniform", lambda low, high: high)
+    fresh = await Station.objects.aget(pk=station.pk)
+    started = time.monotonic()
+    (spread,) = await sync_to_async(commands.commands_send_bulk)(
+        [(fresh, "SetChargingProfile", profile(1, 16))], schema_checked=True, spread_seconds=0.6
+    )
+    (at_once,) = await sync_to_async(commands.commands_send_bulk)(
+        [(fresh, "SetChargingProfile", profile(1, 10))], schema_checked=True
+    )
+    first = await cp.expect_call(0.5)
+    assert (
+        first[3]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+        == 10
+    ), "the command without a spread goes first"
+    await cp.answer(first, {"status": "Accepted"})
+    assert (await cp.call("Heartbeat", {}))[0] == 3
+    second = await cp.expect_call(2)
+    assert time.monotonic() - started >= 0.55
+    await cp.answer(second, {"status": "Accepted"})
+    assert (await wait_status(spread.pk)).status == "accepted"
+    assert (await wait_status(at_once.pk)).status == "accepted"
+    await cp.disconnect()

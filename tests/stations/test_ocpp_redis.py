@@ -61,3 +61,61 @@ async def test_command_from_process_a_reaches_station_on_process_b(station, sett
     await cp.disconnect()
     await process_a.flush()
     await sync_to_async(channel_layers.backends.clear)()
+
+
+async def test_commands_reach_the_station_again_after_redis_lost_its_groups(station, settings):
+    """Redis restarted empty while the station stayed connected: its process's watcher
+    sees the marker gone and the connection joins its group again, without waiting for the
+    hourly refresh (stations/groups.py)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from channels.layers import channel_layers
+
+    from portal.channel_layer import BatchReceiveRedisChannelLayer
+    from stations.groups import membership
+
+    settings.OCPP_GROUP_CHECK_SECONDS = 0.1
+    settings.OCPP_GROUP_REFRESH_SECONDS = 3600
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "portal.channel_layer.BatchReceiveRedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix},
+        }
+    }
+    channel_layers.backends.clear()
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+    for _ in range(50):  # the watcher has seen the marker
+        if membership.tokens:
+            break
+        await asyncio.sleep(0.05)
+    group_key = f"{prefix}:group:{commands.station_group(station.pk)}"
+    direct = aioredis.from_url(REDIS_URL)
+    try:
+        assert await direct.exists(group_key)
+        # What a restart of an empty Redis does to this prefix: every key gone.
+        await direct.delete(*[k async for k in direct.scan_iter(f"{prefix}*")])
+        for _ in range(60):
+            if await direct.exists(group_key):
+                break
+            await asyncio.sleep(0.05)
+        assert await direct.exists(group_key), "the connection did not join its group again"
+    finally:
+        await direct.aclose()
+    command = await StationCommand.objects.acreate(
+        station=station, action="Reset", payload={"type": "Soft"}
+    )
+    process_a = BatchReceiveRedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
+    await process_a.group_send(
+        commands.station_group(station.pk), {"type": "ocpp.command", "command_id": command.pk}
+    )
+    call = await cp.expect_call(5)
+    assert call[2] == "Reset"
+    await cp.answer(call, {"status": "Accepted"})
+    await cp.disconnect()
+    await membership.stop()
+    await process_a.flush()
+    await sync_to_async(channel_layers.backends.clear)()
