@@ -9,7 +9,9 @@ process that is already busy refuses new handshakes with ``503 Service Unavailab
 already connected are served first, and the fleet comes back at the rate the process can take.
 
 Busy means any of:
-- more handshakes in progress than ``OCPP_ADMISSION_MAX_CONNECTING``;
+- more handshakes in progress than ``OCPP_ADMISSION_MAX_CONNECTING``, or than the process
+  completes in 5 s at the rate it has been completing them (Little's law: more at once only
+  makes each take longer);
 - more OCPP database calls waiting for a thread than ``OCPP_ADMISSION_MAX_DB_BACKLOG``;
 - the request waited longer than ``OCPP_ADMISSION_MAX_QUEUE_SECONDS`` between the load
   balancer and this process (nginx stamps ``X-Request-Start``). Such a request sat in the
@@ -45,6 +47,11 @@ RATE_WINDOW_SECONDS = 10.0
 #: Below this many completed handshakes per second (a process just started, or one that has
 #: completed none yet), the rate is taken as this: the spread stays bounded.
 RATE_FLOOR = 10.0
+#: A handshake let in should be answered within about this (s): the stations' own time-outs
+#: are 10-30 s, and a handshake waits behind the connected stations' messages.
+HANDSHAKE_SECONDS = 5.0
+#: Handshakes let in at once however slow the process has been.
+CONNECTING_LEAST = 20
 #: At most this many refused identities are remembered (a hostile client inventing
 #: identities must not grow the memory of a busy process without bound).
 BOOKED_MOST = 50_000
@@ -66,7 +73,7 @@ class Gate:
     def busy(self, queued_for: float | None = None) -> str | None:
         """Why a new handshake should wait, or None. ``queued_for``: seconds the request
         waited before it reached this process (None when unknown)."""
-        most = conf.admission_max_connecting()
+        most = self.connecting_limit()
         if most and self.connecting >= most:
             return "handshakes"
         backlog_most = conf.admission_max_db_backlog()
@@ -76,6 +83,17 @@ class Gate:
         if queue_most and queued_for is not None and queued_for > queue_most:
             return "queued"
         return None
+
+    def connecting_limit(self) -> int:
+        """Handshakes let in at once (0: no limit): ``OCPP_ADMISSION_MAX_CONNECTING``, and
+        no more than this process completes in ``HANDSHAKE_SECONDS`` at its current rate.
+        More in progress would only make each wait longer (a handshake in a storm waits for
+        the connected stations' boots, which go first): those beyond the stations' patience
+        are lost work, while fewer at once finish as many per second."""
+        most = conf.admission_max_connecting()
+        if not most:
+            return 0
+        return min(most, max(CONNECTING_LEAST, round(self.admission_rate() * HANDSHAKE_SECONDS)))
 
     def completed(self, identity: str) -> None:
         """A handshake this gate let through has been answered (accepted or not)."""

@@ -213,3 +213,23 @@ async def test_the_gate_counts_a_handshake_until_it_is_answered(station, monkeyp
     assert (await wrong.handshake()) == (False, 401)
     assert admission.gate.connecting == 0 and len(seen) == 2
     await cp.disconnect()
+
+
+def test_handshakes_let_in_at_once_follow_the_rate_they_complete_at(gate, settings):
+    g, clock = gate
+    settings.OCPP_ADMISSION_MAX_CONNECTING = 200
+    assert g.connecting_limit() == 50  # nothing completed yet: 10 a second for 5 s
+    for i in range(300):  # 30 a second over the last 10 s
+        clock.now += 1 / 30
+        g.completed(f"/ocpp/DONE-{i}")
+    assert g.connecting_limit() == 150
+    g.connecting = 150
+    assert g.busy() == "handshakes"
+    g.connecting = 149
+    assert g.busy() is None
+    for i in range(1000):  # faster still: the configured limit holds
+        clock.now += 0.005
+        g.completed(f"/ocpp/FAST-{i}")
+    assert g.connecting_limit() == 200
+    settings.OCPP_ADMISSION_MAX_CONNECTING = 0
+    assert g.connecting_limit() == 0
