@@ -25,10 +25,9 @@ pytestmark = [
 ]
 
 
-async def test_command_from_process_a_reaches_station_on_process_b(station, settings):
+def _redis_layer(settings) -> str:
+    """This process's channel layer on Redis, with a prefix of its own (returned)."""
     from channels.layers import channel_layers
-
-    from portal.channel_layer import BatchReceiveRedisChannelLayer
 
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     settings.CHANNEL_LAYERS = {
@@ -38,28 +37,51 @@ async def test_command_from_process_a_reaches_station_on_process_b(station, sett
         }
     }
     channel_layers.backends.clear()
+    return prefix
+
+
+async def _booted() -> FakeStation:
     cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)  # "process B"
     assert (await cp.handshake())[0]
     assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+    return cp
+
+
+async def _reset_from_process_a(station, cp: FakeStation, prefix: str) -> StationCommand:
+    """A Reset sent through another channel-layer instance ("process A") reaches the
+    station, which accepts it."""
+    from portal.channel_layer import BatchReceiveRedisChannelLayer
+
     command = await StationCommand.objects.acreate(
         station=station, action="Reset", payload={"type": "Soft"}
     )
     process_a = BatchReceiveRedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
-    await process_a.group_send(
-        commands.station_group(station.pk), {"type": "ocpp.command", "command_id": command.pk}
-    )
-    call = await cp.expect_call(5)
-    assert call[2] == "Reset"
-    await cp.answer(call, {"status": "Accepted"})
+    try:
+        await process_a.group_send(
+            commands.station_group(station.pk), {"type": "ocpp.command", "command_id": command.pk}
+        )
+        call = await cp.expect_call(5)
+        assert call[2] == "Reset"
+        await cp.answer(call, {"status": "Accepted"})
+    finally:
+        await process_a.flush()
+    return command
+
+
+async def test_command_from_process_a_reaches_station_on_process_b(station, settings):
     import asyncio
 
+    from channels.layers import channel_layers
+
+    prefix = _redis_layer(settings)
+    cp = await _booted()
+    command = await _reset_from_process_a(station, cp, prefix)
     for _ in range(60):
         await asyncio.sleep(0.05)
         if (await StationCommand.objects.aget(pk=command.pk)).status == "accepted":
             break
     assert (await StationCommand.objects.aget(pk=command.pk)).status == "accepted"
     await cp.disconnect()
-    await process_a.flush()
     await sync_to_async(channel_layers.backends.clear)()
 
 
@@ -72,22 +94,12 @@ async def test_commands_reach_the_station_again_after_redis_lost_its_groups(stat
     import redis.asyncio as aioredis
     from channels.layers import channel_layers
 
-    from portal.channel_layer import BatchReceiveRedisChannelLayer
     from stations.groups import membership
 
     settings.OCPP_GROUP_CHECK_SECONDS = 0.1
     settings.OCPP_GROUP_REFRESH_SECONDS = 3600
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "portal.channel_layer.BatchReceiveRedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix},
-        }
-    }
-    channel_layers.backends.clear()
-    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
-    assert (await cp.handshake())[0]
-    assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Accepted"
+    prefix = _redis_layer(settings)
+    cp = await _booted()
     for _ in range(50):  # the watcher has seen the marker
         if membership.tokens:
             break
@@ -105,17 +117,7 @@ async def test_commands_reach_the_station_again_after_redis_lost_its_groups(stat
         assert await direct.exists(group_key), "the connection did not join its group again"
     finally:
         await direct.aclose()
-    command = await StationCommand.objects.acreate(
-        station=station, action="Reset", payload={"type": "Soft"}
-    )
-    process_a = BatchReceiveRedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
-    await process_a.group_send(
-        commands.station_group(station.pk), {"type": "ocpp.command", "command_id": command.pk}
-    )
-    call = await cp.expect_call(5)
-    assert call[2] == "Reset"
-    await cp.answer(call, {"status": "Accepted"})
+    await _reset_from_process_a(station, cp, prefix)
     await cp.disconnect()
     await membership.stop()
-    await process_a.flush()
     await sync_to_async(channel_layers.backends.clear)()
