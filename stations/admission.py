@@ -175,25 +175,42 @@ def queued_for(scope: dict[str, Any]) -> float | None:
     return None
 
 
+async def deny_handshake(
+    scope: dict[str, Any],
+    send: Any,
+    status: int,
+    text: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Refuse a websocket handshake with an HTTP status, through the ASGI websocket
+    denial-response extension when the server offers it (Uvicorn does), else with a close
+    before accept (the server answers 403)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])],
+            }
+        )
+        await send(
+            {"type": "websocket.http.response.body", "body": text.encode(), "more_body": False}
+        )
+    else:
+        await send({"type": "websocket.close"})
+
+
 async def _deny_busy(scope: dict[str, Any], receive: Any, send: Any, retry_after: int) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return  # the client went away before its handshake was read
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = b"Too many stations connecting at once; try again later."
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
-    else:
-        await send({"type": "websocket.close"})  # 403 at the HTTP level
+    await deny_handshake(
+        scope,
+        send,
+        503,
+        "Too many stations connecting at once; try again later.",
+        [(b"retry-after", str(retry_after).encode())],
+    )
 
 
 HANDSHAKE_ANSWERS = ("websocket.accept", "websocket.close", "websocket.http.response.start")
@@ -223,21 +240,20 @@ class AdmissionMiddleware:
         gate.connecting += 1
         in_progress = True
 
-        def answered() -> None:
+        def finished(answered: bool) -> None:
             nonlocal in_progress
             if in_progress:
                 in_progress = False
                 gate.connecting -= 1
-                gate.completed(identity)
+                if answered:
+                    gate.completed(identity)
 
         async def watched_send(message: dict[str, Any]) -> None:
-            if in_progress and message["type"] in HANDSHAKE_ANSWERS:
-                answered()
+            if message["type"] in HANDSHAKE_ANSWERS:
+                finished(answered=True)
             await send(message)
 
         try:
             await self.app(scope, receive, watched_send)
         finally:
-            if in_progress:  # the connection ended before any answer (client gone)
-                in_progress = False
-                gate.connecting -= 1
+            finished(answered=False)  # the connection ended before any answer (client gone)

@@ -42,6 +42,7 @@ from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.v16 import call as v16_call
 
 from stations import commands, conf, credentials, services
+from stations.admission import deny_handshake
 from stations.centralsystem import CentralSystem
 from stations.dbcalls import COMMANDS, HANDSHAKES, db, in_thread_context
 from stations.groups import membership
@@ -189,19 +190,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
     async def deny(
         self, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        if "websocket.http.response" in self.scope.get("extensions", {}):
-            await self.base_send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])],
-                }
-            )
-            await self.base_send(
-                {"type": "websocket.http.response.body", "body": text.encode(), "more_body": False}
-            )
-        else:
-            await self.close()  # 403 at the HTTP level
+        await deny_handshake(self.scope, self.base_send, status, text, headers)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch hops to the database thread before every event to close stale

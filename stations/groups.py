@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -123,16 +124,28 @@ class Membership:
             await self._join_again(layer, old)
 
     async def _join_again(self, layer: Any, channels: list[str]) -> None:
+        failed = 0
         for start in range(0, len(channels), REJOIN_CONCURRENCY):
             batch = [c for c in channels[start : start + REJOIN_CONCURRENCY] if c in self.members]
-            await asyncio.gather(
+            results = await asyncio.gather(
                 *(layer.group_add(self.members[c][0], c) for c in batch), return_exceptions=True
             )
             now = time.monotonic()
-            for channel in batch:
-                if channel in self.members:  # it may have left meanwhile
-                    self.members[channel] = (self.members[channel][0], now)
+            for channel, result in zip(batch, results, strict=True):
+                if channel not in self.members:  # it left meanwhile
+                    continue
+                group = self.members[channel][0]
+                if isinstance(result, BaseException):
+                    # Not joined (Redis still starting, say): first in line for the next
+                    # round's refresh, rather than an hour later.
+                    failed += 1
+                    self.members[channel] = (group, -math.inf)
+                    self.members.move_to_end(channel, last=False)
+                else:
+                    self.members[channel] = (group, now)
                     self.members.move_to_end(channel)
+        if failed:
+            log.warning("%d connections did not join their group again; retrying", failed)
 
     async def stop(self) -> None:
         """Stop the watcher (tests; a process's watcher otherwise lives as long as it)."""

@@ -123,3 +123,22 @@ async def test_the_in_memory_layer_needs_no_watcher():
     members = Membership()
     await members.join(InMemoryChannelLayer(), "station-1", "chan!a")
     assert members._watcher is None
+
+
+async def test_a_join_that_fails_is_tried_again_next_round(fast):
+    layer, members = FakeLayer(), Membership()
+    await members.join(layer, "station-1", "chan!a")
+    await until(lambda: members.tokens)
+    real_add, refusals = layer.group_add, []
+
+    async def loading(group, channel):  # Redis answers, but refuses writes for a moment
+        if len(refusals) < 3:
+            refusals.append(channel)
+            raise ConnectionError("LOADING Redis is loading the dataset in memory")
+        await real_add(group, channel)
+
+    layer.group_add = loading
+    layer.restart()
+    await until(lambda: layer.groups.get("station-1"))
+    assert refusals == ["chan!a"] * 3  # not left out until the hourly refresh
+    await members.stop()
