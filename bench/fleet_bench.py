@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -692,6 +693,12 @@ def run_fleet(
             "all_booted_s": round(max(boot_times), 1) if len(boot_times) == n else None,
             "booted": len(boot_times),
             "boot_p50_s": pct(boot_times, 50),
+            # The storm's pace: stations booted again in each 10 s since the restart began
+            # (a flat pace means a saturated machine; a slow start, the processes starting).
+            "booted_per_10s": [
+                sum(1 for t in boot_times if i * 10 <= t < (i + 1) * 10)
+                for i in range(math.ceil(max(boot_times, default=0) / 10))
+            ],
             "fail_safe_received": len(fs_times),
             "all_fail_safe_s": round(max(fs_times), 1) if len(fs_times) == n else None,
             "leases_wanted (had one before)": len(leased_before),

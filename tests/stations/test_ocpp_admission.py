@@ -144,19 +144,38 @@ def test_few_refused_get_the_configured_range(gate):
     assert g.waiting() == 50 and g.refused == 50
 
 
-def test_many_refused_come_back_at_the_rate_the_process_completes_handshakes(gate):
+def test_many_refused_come_back_a_little_faster_than_the_process_completes_handshakes(gate):
     g, clock = gate
     for i in range(200):  # 20 handshakes a second over the last 10 s
         clock.now += 0.05
         g.completed(f"/ocpp/DONE-{i}")
     assert g.admission_rate() == pytest.approx(20, rel=0.01)
     waits = [g.refuse(f"/ocpp/CP-{i}") for i in range(3000)]
-    # 3,000 refused at 20 a second: the last come back after 5 + 150 s...
-    assert 150 <= max(waits) <= 156, max(waits)
-    # ...and in no second do many more than 20 come back (the first 25 s: drawn at random).
+    # Booked at 1.5 times the rate, 30 a second: the last come back after 5 + 100 s...
+    assert admission.BOOKING_AHEAD == 1.5
+    assert 100 <= max(waits) <= 106, max(waits)
+    # ...and in no second do many more than 30 come back (the first 25 s: drawn at random).
     per_second = Counter(waits)
-    assert max(per_second.values()) < 40, per_second.most_common(3)
-    assert all(per_second[s] == 20 for s in range(35, 150)), per_second
+    assert max(per_second.values()) < 60, per_second.most_common(3)
+    assert all(per_second[s] == 30 for s in range(35, 100)), per_second
+
+
+def test_a_process_held_back_by_its_own_admission_finds_out_that_it_can_do_more(gate):
+    """Stations come back as booked and every one is let through: the rate measured next is
+    the booked one, higher than before, so the next bookings come faster still."""
+    g, clock = gate
+    for i in range(100):  # 10 a second
+        clock.now += 0.1
+        g.completed(f"/ocpp/DONE-{i}")
+    rates = []
+    for round_ in range(3):
+        waits = [g.refuse(f"/ocpp/R{round_}-{i}") for i in range(2000)]
+        back = sorted(clock.now + w for w in waits if w > 30)[:300]  # the booked ones
+        for i, moment in enumerate(back):
+            clock.now = max(clock.now, moment)
+            g.completed(f"/ocpp/R{round_}-{i}")
+        rates.append(g.admission_rate())
+    assert rates[0] > 14 and rates[1] > rates[0] * 1.3 and rates[2] > rates[1], rates
 
 
 def test_the_spread_is_capped(gate, settings):
