@@ -501,6 +501,12 @@ def _send(
     return [c.pk for c in commands if c.status == CommandStatus.PENDING]
 
 
+#: The decreases' answers are looked for after this, then twice as long each time up to
+#: POLL_MOST_SECONDS: a station on a good link answers within tens of milliseconds.
+POLL_FIRST_SECONDS = 0.005
+POLL_MOST_SECONDS = 0.05
+
+
 def _increases_send(
     gate: IncreaseGate,
     down: list[Change],
@@ -548,12 +554,6 @@ def _increases_send(
             # and less often: at a fixed 5 ms one held recompute cost 1,000 queries.
             pause = min(pause * 2, POLL_MOST_SECONDS)
     return sent
-
-
-#: The decreases' answers are looked for after this, then twice as long each time up to
-#: POLL_MOST_SECONDS: a station on a good link answers within tens of milliseconds.
-POLL_FIRST_SECONDS = 0.005
-POLL_MOST_SECONDS = 0.05
 
 
 def _idle_at_fail_safe_zero(station: engine.Station, previous: engine.Setpoint) -> bool:
