@@ -462,6 +462,11 @@ class Sims:
 
     def close(self) -> list[dict]:
         reports = []
+        # First a report, in case stopping outlasts the wait: 2,500 stations per process still
+        # reconnecting after a storm took longer than 60 s to stop, and the run lost its
+        # counts (errors, refusals) with the stop's report.
+        with contextlib.suppress(Exception):
+            reports = self.ask("report", timeout=30)
         with contextlib.suppress(Exception):
             reports = self.ask("stop", timeout=60)
         for proc in self.procs:
