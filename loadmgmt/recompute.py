@@ -501,12 +501,6 @@ def _send(
     return [c.pk for c in commands if c.status == CommandStatus.PENDING]
 
 
-#: The decreases' answers are looked for after this, then twice as long each time up to
-#: POLL_MOST_SECONDS: a station on a good link answers within tens of milliseconds.
-POLL_FIRST_SECONDS = 0.005
-POLL_MOST_SECONDS = 0.05
-
-
 def _increases_send(
     gate: IncreaseGate,
     down: list[Change],
@@ -534,7 +528,6 @@ def _increases_send(
         if states[c.station_id].sent_command_id in pending
     }
     deadline = time.monotonic() + seconds
-    pause = POLL_FIRST_SECONDS
     while station_of and gate.waiting:
         answered = _answers(list(station_of))
         for command_id, status, finished_at in answered:
@@ -545,14 +538,10 @@ def _increases_send(
                 gate.acknowledged(sid)
         if answered:
             release()
-            pause = POLL_FIRST_SECONDS  # the others' answers are likely close behind
         elif time.monotonic() >= deadline:
             break
         else:
-            time.sleep(pause)
-            # A station slow to answer (a busy fleet, a reconnect storm) is asked after less
-            # and less often: at a fixed 5 ms one held recompute cost 1,000 queries.
-            pause = min(pause * 2, POLL_MOST_SECONDS)
+            time.sleep(0.005)
     return sent
 
 
