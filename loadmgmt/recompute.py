@@ -82,6 +82,10 @@ FAILED = (
     CommandStatus.TIMED_OUT,
     CommandStatus.OFFLINE,
 )
+# Failures after which the station may still have applied the lease: no answer came (a
+# time-out, a connection or process lost after the call went out). A rejection, an
+# unsupported call or a command never sent (offline) leave the lease unapplied.
+OUTCOME_UNKNOWN = (CommandStatus.ERROR, CommandStatus.TIMED_OUT)
 # A car draws on a phase when it takes more than this (meter noise stays below).
 DRAWING_A = 1.0
 
@@ -137,9 +141,32 @@ def _answer_fold(state: ConnectorSetpoint, status: str, at: datetime) -> None:
         state.unresponsive_status = ""
         state.sent_command_id = None
     elif status in FAILED:
+        if status in OUTCOME_UNKNOWN:
+            _sent_may_hold(state)
         state.unresponsive_since = state.unresponsive_since or at
         state.unresponsive_status = status
         state.sent_command_id = None
+
+
+def _sent_may_hold(state: ConnectorSetpoint) -> None:
+    """A lease without a known answer counts as accepted until it ends: an increase the
+    station applied while its answer was lost (the process holding the connection killed, a
+    time-out) would otherwise no longer be counted, and its amperes given to a neighbour."""
+    if state.sent_current is None:
+        return
+    sent = engine.Setpoint(state.sent_current, state.sent_phases or 3)
+    accepted = (
+        engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
+        if state.accepted_current is not None
+        else None
+    )
+    held = _larger(accepted, sent)
+    if accepted is None or state.accepted_valid_to is None or state.sent_valid_to is None:
+        until = state.sent_valid_to if accepted is None else None
+    else:
+        until = max(state.accepted_valid_to, state.sent_valid_to)
+    state.accepted_current, state.accepted_phases = held.current, held.phases
+    state.accepted_valid_to = until
 
 
 def _larger(a: engine.Setpoint | None, b: engine.Setpoint | None) -> engine.Setpoint | None:
@@ -496,8 +523,12 @@ def _send(
     with transaction.atomic():
         # Built by loadmgmt.profiles, valid by construction (tests/loadmgmt/test_profiles.py).
         commands = commands_send_bulk(items, schema_checked=True, spread_seconds=spread_seconds)
-    for (state, _sp), command in zip(changes, commands, strict=True):
-        state.sent_command_id = command.pk
+        for (state, _sp), command in zip(changes, commands, strict=True):
+            state.sent_command_id = command.pk
+        # Recorded with the commands, before any station hears of them (they are sent after
+        # the commit): a recompute that fails later (Redis or the database gone) must not
+        # leave a lease out there that the next one does not count.
+        _save([state for state, _sp in changes])
     return [c.pk for c in commands if c.status == CommandStatus.PENDING]
 
 

@@ -4,8 +4,9 @@
   (Redis) a Celery task is scheduled a moment later; on the embedded default the organization
   is marked due and the in-process beat (``loadmgmt-due``, every second) runs it.
 * ``recompute_locked(org)``: one recompute per organization at a time (a cache lock, Redis in
-  production); an event that arrives while one runs marks the organization dirty and the
-  running one goes again at once, so the change is never lost and waits for no timer.
+  production, and on PostgreSQL an advisory lock held for the whole recompute: see
+  ``_advisory_try_lock``); an event that arrives while one runs marks the organization dirty
+  and the running one goes again at once, so the change is never lost and waits for no timer.
 * ``loadmgmt_cycle``: every ``LOADMGMT_CYCLE_SECONDS`` every organization with groups is
   recomputed (leases renewed, stale meters noticed) even without events.
 """
@@ -21,7 +22,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from loadmgmt import conf
@@ -100,6 +101,43 @@ def _schedule_task(organization_id: int) -> None:
 
 
 MAX_RERUNS = 5
+# First key of the recompute's PostgreSQL advisory locks ("LM"); the second is the organization.
+ADVISORY_LOCK_CLASS = 0x4C4D
+
+
+def _advisory_try_lock(organization_id: int) -> bool:
+    """On PostgreSQL, the recompute's real mutual exclusion; True elsewhere (SQLite: the
+    embedded default runs one process).
+
+    The cache lock alone is not enough: a Redis restart empties it while a recompute is
+    running, and a second worker thread or process then plans from the same rows at the same
+    time. Each one's ``IncreaseGate`` counts the stations at what it saw when it started, so
+    one of them lets an increase through into room the other has just given away (the
+    Redis-restart fault test saw 37-42 A on a 32 A line, docs/RESILIENCE.md). The advisory
+    lock lives in the database session of the thread that plans: it ends when the session
+    ends (a killed worker, a PostgreSQL restart), and without that session the holder can
+    send nothing either, since every setpoint is a command row written through it."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_LOCK_CLASS, organization_id]
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def _advisory_unlock(organization_id: int) -> None:
+    if connection.vendor != "postgresql":
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_LOCK_CLASS, organization_id]
+            )
+    except DatabaseError:
+        # The session is broken (the database restarted): closing it ends the lock as well.
+        log.warning("could not release the advisory lock of organization %s", organization_id)
+        connection.close()
 
 
 class _LockRenewer(threading.Thread):
@@ -134,10 +172,16 @@ def recompute_locked(organization_id: int):
     token = uuid.uuid4().hex
     lock = _lock_key(organization_id)
     if not cache.add(lock, token, timeout=LOCK_SECONDS):
-        if eager():
-            with _due_lock:
-                _due.add(organization_id)
-        return None  # the holder sees the dirty mark and runs again
+        return _held_elsewhere(organization_id)
+    try:
+        advisory = _advisory_try_lock(organization_id)
+    except BaseException:
+        cache.delete(lock)
+        raise
+    if not advisory:  # the cache lost the holder's lock (a Redis restart): it still runs
+        cache.delete(lock)
+        cache.set(_dirty_key(organization_id), 1, timeout=DIRTY_SECONDS)
+        return _held_elsewhere(organization_id)
     report = None
     renewer = _LockRenewer(lock, token)
     renewer.start()
@@ -153,12 +197,22 @@ def recompute_locked(organization_id: int):
                 time.sleep(computed)  # see conf.rerun_pace_from_seconds
     finally:
         renewer.stop()
+        _advisory_unlock(organization_id)
         if cache.get(lock) == token:
             cache.delete(lock)
     # A change that came after the last look and found the lock still held: run for it.
     if not eager() and cache.get(_dirty_key(organization_id)):
         _schedule(organization_id)
     return report
+
+
+def _held_elsewhere(organization_id: int) -> None:
+    """Another worker is at it: it sees the dirty mark (or, embedded, the due set) and runs
+    again for the change that brought this one here."""
+    if eager():
+        with _due_lock:
+            _due.add(organization_id)
+    return None
 
 
 @shared_task

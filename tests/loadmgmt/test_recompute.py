@@ -666,3 +666,106 @@ def test_stations_whose_fail_safe_is_above_their_lease_fall_back_last(tenants, g
     recompute(tenants.a.pk)
     renewed = {c.station_id for c in leases()[sent:]}
     assert s2.pk in renewed and s1.pk not in renewed
+
+
+@pytest.mark.parametrize(
+    ("failure", "s2_gets"),
+    [("timed_out", 0), ("error", 0), ("rejected", 16), ("offline", 16)],
+)
+def test_an_increase_without_an_answer_counts_until_its_lease_ends(
+    tenants, group, failure, s2_gets
+):
+    """s1 was sent 32 A (up from 16 A) and no answer came: it may have applied it (the answer
+    lost with the connection or the process), so a newcomer gets nothing until that lease
+    ends. A station that refused the lease, or never got it, is counted at its last one."""
+    from loadmgmt.models import StationLimits
+
+    s1, s2, *_ = stations_of(group)
+    StationLimits.objects.filter(station=s1).update(max_current=16)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    StationLimits.objects.filter(station=s1).update(max_current=32)
+    recompute(tenants.a.pk)
+    assert limit(leases(s1).last()) == (32.0, 3)
+    leases(s1).filter(status="pending").update(status=failure, finished_at=timezone.now())
+    arrive(s2)
+    recompute(tenants.a.pk)
+    assert ConnectorSetpoint.objects.get(station=s2).target_current == s2_gets
+    if s2_gets == 0:  # once s1's unanswered lease has ended, it counts at its fail-safe
+        later = timezone.now() + timedelta(minutes=5)
+        recompute(tenants.a.pk, now=later)
+        assert ConnectorSetpoint.objects.get(station=s2).target_current == 26
+
+
+def test_a_lease_sent_is_recorded_even_if_the_recompute_fails_after_it(tenants, group, monkeypatch):
+    """Redis or the database goes away after an increase went out: the next recompute still
+    counts the station at it (the state is written with the command, not at the end)."""
+    from loadmgmt import recompute as module
+    from loadmgmt.recompute import inputs_build
+
+    s1, s2, *_ = stations_of(group)
+    arrive(s1, minutes_ago=10)
+    recompute(tenants.a.pk)
+    accept_all()
+    arrive(s2)
+    stations_answer_while_the_recompute_waits(monkeypatch)
+    real_record, calls = module.acknowledgements_record, []
+
+    def record_then_fail(states, now):
+        calls.append(now)
+        if len(calls) == 2:  # after the increases went out
+            raise ConnectionError("Redis is gone")
+        real_record(states, now)
+
+    monkeypatch.setattr(module, "acknowledgements_record", record_then_fail)
+    with pytest.raises(ConnectionError):
+        recompute(tenants.a.pk)
+    sent = leases(s2).last()
+    assert limit(sent) == (16.0, 3) and sent.status == "pending"
+    state = ConnectorSetpoint.objects.get(station=s2)
+    assert (state.sent_command_id, state.sent_current) == (sent.pk, 16)
+    [station] = [
+        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s2.pk}c1"
+    ]
+    assert station.setpoint.current == 16
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_recompute_excludes_others_even_when_redis_lost_its_lock(tenants, monkeypatch):
+    """Redis restarts empty while a recompute runs: the cache lock is gone, but the
+    PostgreSQL advisory lock still keeps a second worker out; the running one goes again for
+    the change that brought the second."""
+    import threading
+
+    from django.db import connection
+
+    monkeypatch.setattr(tasks, "eager", lambda: False)
+    monkeypatch.setattr(tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: None)
+    inside, go, runs = threading.Event(), threading.Event(), []
+
+    def slow_recompute(organization_id, **kwargs):
+        runs.append(threading.current_thread().name)
+        if len(runs) == 1:
+            inside.set()
+            assert go.wait(10)
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", slow_recompute)
+
+    def first_worker():
+        try:
+            tasks.recompute_locked(tenants.a.pk)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=first_worker, name="first")
+    holder.start()
+    assert inside.wait(10)
+    cache.clear()  # Redis restarted empty
+    assert tasks.recompute_locked(tenants.a.pk) is None  # the second worker stays out
+    go.set()
+    holder.join(10)
+    assert runs == ["first", "first"]  # ran again for the second's change
+    tasks.recompute_locked(tenants.a.pk)  # both locks were released
+    assert runs == ["first", "first", "MainThread"]
