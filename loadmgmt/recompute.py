@@ -192,7 +192,13 @@ def may_apply(
         else None
     )
     until = state.accepted_valid_to
-    if accepted is not None and not keep_last:
+    if accepted is None and not keep_last:
+        # No lease accepted yet: the station applies its fail-safe profile (sent at every
+        # boot). Counted at 0 A instead, a lease on its way to it (a renewal waiting for its
+        # moment) hid the fail-safe's current, and a neighbour was given it: 6 A + 32 A on
+        # a 32 A line at the start of a fault test.
+        accepted = fallback
+    elif accepted is not None and not keep_last:
         if until is None:
             accepted = _larger(accepted, fallback)
         elif until <= now:

@@ -151,12 +151,69 @@ def configuration_set(
 
 
 def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
-    """Claim a pending command for this connection; (action, payload) or None if taken."""
-    return _update_returning(
+    """Claim a pending command for this connection; (action, payload) or None if taken, or
+    if it is a load-management lease that a newer one of the same profile replaces (then
+    recorded as such, never sent).
+
+    Leases can reach a connection out of order: renewals wait a random moment before they
+    are claimed (``spread``), and meanwhile the next recompute sends the same connector a
+    change. A renewal delivered after that change would put the station back on the old
+    current, above what load management counts it at: in the Redis-restart fault test a
+    16 A renewal arrived after the 6 A decrease that followed it, while the neighbour on the
+    same phase took the 26 A the decrease had freed (42 A on a 32 A line)."""
+    claimed = _update_returning(
         command_id,
         {"sent_at": timezone.now()},
         ("action", "payload"),
         where={"station": station_id, "status": CommandStatus.PENDING, "sent_at": None},
+        extra=f"NOT ({_superseded_lease_sql()})",
+    )
+    if claimed is None:
+        _update_returning(
+            command_id,
+            {
+                "status": CommandStatus.ERROR,
+                "finished_at": timezone.now(),
+                "error": "Not sent: a newer charging profile replaced it.",
+            },
+            ("action",),
+            where={"station": station_id, "status": CommandStatus.PENDING, "sent_at": None},
+            extra=_superseded_lease_sql(),
+        )
+    return claimed
+
+
+def _superseded_lease_sql() -> str:
+    """SQL (no parameters) true for a command row that is a load-management lease with a
+    newer lease of the same station, connector and profile id (``UNATTENDED``)."""
+    meta = StationCommand._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+
+    def column(alias: str, name: str) -> str:
+        return f"{alias}.{quote(meta.get_field(name).column)}"
+
+    def key(alias: str, *path: str) -> str:
+        payload = column(alias, "payload")
+        if connection.vendor == "postgresql":
+            return f"({payload} #>> '{{{','.join(path)}}}')"
+        return f"json_extract({payload}, '$.{'.'.join(path)}')"
+
+    def lease(alias: str) -> str:
+        return (
+            f"{column(alias, 'action')} = 'SetChargingProfile'"
+            f" AND {column(alias, 'requested_by')} IS NULL"
+        )
+
+    same_profile = " AND ".join(
+        f"{key('newer', *path)} = {key(table, *path)}"
+        for path in (("connectorId",), ("csChargingProfiles", "chargingProfileId"))
+    )
+    return (
+        f"{lease(table)} AND EXISTS (SELECT 1 FROM {table} newer"
+        f" WHERE {column('newer', 'station')} = {column(table, 'station')}"
+        f" AND {column('newer', 'id')} > {column(table, 'id')}"
+        f" AND {lease('newer')} AND {same_profile})"
     )
 
 
@@ -165,6 +222,7 @@ def _update_returning(
     values: dict[str, Any],
     returning: tuple[str, ...],
     where: dict[str, Any],
+    extra: str = "",
 ) -> tuple | None:
     """UPDATE one command row (if it matches ``where``; ``None`` means IS NULL) and read
     columns of it in the same statement: PostgreSQL and SQLite (3.35+) both have RETURNING.
@@ -183,6 +241,8 @@ def _update_returning(
         else:
             conditions.append(f"{column(name)} = %s")
             params.append(value)
+    if extra:
+        conditions.append(f"({extra})")
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{column(n)} = %s' for n in values)}"
         f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(column(n) for n in returning)}"

@@ -366,7 +366,12 @@ class StationCommand(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["station", "status"])]
+        indexes = [
+            models.Index(fields=["station", "status"]),
+            # Newer commands of a station (a lease replaced by a newer one is never sent,
+            # stations/commands.py: command_claim): a range, not every command it ever had.
+            models.Index(fields=["station", "id"], name="stations_command_newer"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} → {self.station} ({self.status})"

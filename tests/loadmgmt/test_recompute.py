@@ -30,7 +30,21 @@ def quick(settings):
 
 @pytest.fixture
 def group(tenants):
-    """Four one-connector stations on a 32 A line, online, no car yet."""
+    """Four one-connector stations on a 32 A line, online, no car yet, each holding the 0 A
+    lease it accepted in place of its 6 A fail-safe (the state before any car comes)."""
+    group = fresh_group(tenants)
+    recompute(tenants.a.pk)
+    accept_all()
+    return group
+
+
+@pytest.fixture
+def booted(tenants):
+    """As ``group``, but just booted: every station on its 6 A fail-safe, no lease yet."""
+    return fresh_group(tenants)
+
+
+def fresh_group(tenants):
     group = LoadGroupFactory(organization=tenants.a, max_current=32)
     for _ in range(4):
         member = LoadGroupMemberFactory(group=group, station__connectors=1)
@@ -307,11 +321,11 @@ def test_boot_sends_the_fail_safe_profile_and_forces_renewal(tenants, group):
     ],
 )
 def test_the_fail_safe_at_boot_follows_group_limits_and_connection(
-    tenants, group, failure_action, limits, online, expected
+    tenants, booted, failure_action, limits, online, expected
 ):
-    s1 = stations_of(group)[0]
-    group.failure_action = failure_action
-    group.save()
+    s1 = stations_of(booted)[0]
+    booted.failure_action = failure_action
+    booted.save()
     if not limits:
         s1.load_limits.delete()
     s1.online = online
@@ -351,8 +365,8 @@ def test_configuration_change_triggers_a_recompute(
     assert tenants.a.pk in tasks._due
 
 
-def test_live_view_shows_loads_setpoints_reasons_and_the_chart(tenants, group):
-    s1, s2, s3, _ = stations_of(group)
+def test_live_view_shows_loads_setpoints_reasons_and_the_chart(tenants, booted):
+    s1, s2, s3, _ = stations_of(booted)
     arrive(s1)
     arrive(s2)
     limits = s3.load_limits
@@ -488,8 +502,8 @@ def test_a_costly_recompute_rests_before_it_runs_again(
         assert rests == []
 
 
-def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tenants, group):
-    s1, s2, *_ = stations_of(group)
+def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tenants, booted):
+    s1, s2, *_ = stations_of(booted)
     s1.auth_mode, s1.third_party_url = "ocpp_third_party", "wss://other.example/ocpp"
     s1.save()
     limits = s1.load_limits
@@ -539,13 +553,13 @@ def test_other_loads_under_a_meter_are_held_at_their_highest_for_the_hold_time(s
     assert other_load_held(99, [stale, group], cars, t0)[0] is stale
 
 
-def test_a_cars_lagging_meter_values_count_at_most_what_its_station_applies(tenants, group):
+def test_a_cars_lagging_meter_values_count_at_most_what_its_station_applies(tenants, booted):
     """A sample taken before the station came down from 16 A to 8 A counts as 8 A: counting
     it at 16 A would make the other loads under a meter look 8 A smaller than they are."""
     from loadmgmt.recompute import inputs_build
     from stations.models import MeterSample
 
-    s1 = stations_of(group)[0]
+    s1 = stations_of(booted)[0]
     arrive(s1, minutes_ago=10)
     session = ChargingSession.objects.get(station=s1)
     MeterSample.objects.create(
@@ -569,13 +583,13 @@ def test_a_cars_lagging_meter_values_count_at_most_what_its_station_applies(tena
     assert station.measured == (8.0, 0.0, 0.0)
 
 
-def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, group):
+def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, booted):
     """No renewal reached it (the worker was down): it is back on its fail-safe profile, here
     6 A on three phases, whatever its lapsed lease said (0 A). After a reconnect, when it is
     unknown whether the lease is still in force, the larger of both counts."""
     from loadmgmt.recompute import inputs_build
 
-    s1 = stations_of(group)[0]
+    s1 = stations_of(booted)[0]
     ConnectorSetpoint.objects.create(
         station=s1,
         connector_id=1,
@@ -769,3 +783,16 @@ def test_a_recompute_excludes_others_even_when_redis_lost_its_lock(tenants, monk
     assert runs == ["first", "first"]  # ran again for the second's change
     tasks.recompute_locked(tenants.a.pk)  # both locks were released
     assert runs == ["first", "first", "MainThread"]
+
+
+def test_just_booted_stations_count_at_their_fail_safe_until_they_accept_a_lease(tenants, booted):
+    """Before a station accepted any lease it applies its fail-safe (6 A here), whatever
+    lease is on its way: the first car's 32 A waits until the others accepted 0 A."""
+    s1, *_ = stations_of(booted)
+    arrive(s1)
+    report = recompute(tenants.a.pk)
+    assert report.sent_decreases == 3 and report.sent_increases == 0
+    assert report.increases_held
+    accept_all()
+    report = recompute(tenants.a.pk)
+    assert report.sent_increases == 1 and limit(leases(s1).last()) == (32.0, 3)

@@ -272,8 +272,10 @@ async def test_commands_that_may_wait_start_within_their_spread(station, monkeyp
     monkeypatch.setattr(consumers.random, "uniform", lambda low, high: high)
     fresh = await Station.objects.aget(pk=station.pk)
     started = time.monotonic()
+    # Connector 2: a lease of connector 1 would be replaced by the newer one below and
+    # never sent (tests/stations/test_commands.py).
     (spread,) = await sync_to_async(commands.commands_send_bulk)(
-        [(fresh, "SetChargingProfile", profile(1, 16))], schema_checked=True, spread_seconds=0.6
+        [(fresh, "SetChargingProfile", profile(2, 16))], schema_checked=True, spread_seconds=0.6
     )
     (at_once,) = await sync_to_async(commands.commands_send_bulk)(
         [(fresh, "SetChargingProfile", profile(1, 10))], schema_checked=True
@@ -290,4 +292,34 @@ async def test_commands_that_may_wait_start_within_their_spread(station, monkeyp
     await cp.answer(second, {"status": "Accepted"})
     assert (await wait_status(spread.pk)).status == "accepted"
     assert (await wait_status(at_once.pk)).status == "accepted"
+    await cp.disconnect()
+
+
+async def test_a_waiting_lease_replaced_by_a_newer_one_is_never_sent(station, monkeypatch):
+    """A renewal waits for its moment; meanwhile load management sends the connector a
+    change. The renewal must not follow it (the station would be back on the old current)."""
+    import asyncio
+
+    from stations import consumers
+
+    cp = await booted()
+    monkeypatch.setattr(consumers.random, "uniform", lambda low, high: high)
+    fresh = await Station.objects.aget(pk=station.pk)
+    (renewal,) = await sync_to_async(commands.commands_send_bulk)(
+        [(fresh, "SetChargingProfile", profile(1, 16))], schema_checked=True, spread_seconds=0.3
+    )
+    (change,) = await sync_to_async(commands.commands_send_bulk)(
+        [(fresh, "SetChargingProfile", profile(1, 6))], schema_checked=True
+    )
+    call = await cp.expect_call(0.5)
+    assert (
+        call[3]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 6
+    )
+    await cp.answer(call, {"status": "Accepted"})
+    assert (await wait_status(change.pk)).status == "accepted"
+    await asyncio.sleep(0.5)  # the renewal's moment has come and gone: nothing more arrives
+    assert (
+        await wait_status(renewal.pk)
+    ).error == "Not sent: a newer charging profile replaced it."
+    assert (await cp.call("Heartbeat", {}))[0] == 3  # the next frame is our answer, no call
     await cp.disconnect()
