@@ -39,7 +39,10 @@ def test_fleet_reconnect_storm(portal_env, tmp_path):
     args = argparse.Namespace(
         procs=1,
         ramp_rate=100,
-        ramp_extra=30,
+        # A station the admission turns away during the ramp (a cold process, 20 handshakes
+        # at once) is told to come back after 5-30 s (OCPP_ADMISSION_RETRY_AFTER): the ramp
+        # waits for that and its boot (it ends as soon as all 200 are booted).
+        ramp_extra=45,
         settle=4,
         hold=6,
         storm_timeout=40,
