@@ -8,6 +8,8 @@ cost one indexed query.
 
 from __future__ import annotations
 
+from django.db.models import Case, F, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs
@@ -35,9 +37,13 @@ def station_event(event: StationEvent) -> None:
     organization_id, failure_action, online, fail_safe_current = member
     if event.kind in (events.BOOT, events.ONLINE):
         # The station may have lost or kept its lease: count it at what it accepted, and
-        # send the setpoint again in the next recompute.
+        # send the setpoint again in the next recompute. A lease still unanswered may have
+        # been applied with its answer lost on the old connection: it counts as accepted.
         ConnectorSetpoint.objects.filter(station_id=event.station_id).update(
-            accepted_valid_to=None, sent_command=None
+            accepted_current=_with_unanswered("accepted_current", "sent_current"),
+            accepted_phases=_with_unanswered("accepted_phases", "sent_phases"),
+            accepted_valid_to=None,
+            sent_command=None,
         )
     if event.kind == events.BOOT:
         current = 0 if failure_action == "stop" else fail_safe_current or 0
@@ -45,6 +51,18 @@ def station_event(event: StationEvent) -> None:
     if event.kind == events.INPUTS:
         _inputs_record(event)
     recompute_soon(organization_id)
+
+
+def _with_unanswered(accepted: str, sent: str) -> Case:
+    """The larger of the accepted and the sent value where a sent lease has no answer yet
+    (either may be NULL), the accepted one elsewhere."""
+    return Case(
+        When(
+            sent_command__isnull=False,
+            then=Greatest(Coalesce(accepted, sent), Coalesce(sent, accepted)),
+        ),
+        default=F(accepted),
+    )
 
 
 def _fail_safe_send(station_id: int, online: bool, current: int) -> None:

@@ -796,3 +796,26 @@ def test_just_booted_stations_count_at_their_fail_safe_until_they_accept_a_lease
     accept_all()
     report = recompute(tenants.a.pk)
     assert report.sent_increases == 1 and limit(leases(s1).last()) == (32.0, 3)
+
+
+def test_a_lease_unanswered_when_its_station_reconnects_counts_as_accepted(tenants, group):
+    """The station may have applied it and its answer was lost with the old connection: it
+    counts at the larger of it and its last accepted lease until it accepts a new one."""
+    from loadmgmt.recompute import inputs_build
+
+    s1, *_ = stations_of(group)
+    arrive(s1)
+    recompute(tenants.a.pk)
+    assert limit(leases(s1).last()) == (32.0, 3) and leases(s1).last().status == "pending"
+    hooks.station_event(StationEvent("online", s1.pk, tenants.a.pk))
+    state = ConnectorSetpoint.objects.get(station=s1)
+    assert (state.accepted_current, state.accepted_phases) == (32, 3)
+    assert state.sent_command_id is None and state.accepted_valid_to is None
+    [station] = [
+        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
+    ]
+    assert (station.setpoint.current, station.setpoint.phases) == (32, 3)
+    # A station without an unanswered lease keeps what it accepted.
+    s2 = stations_of(group)[1]
+    hooks.station_event(StationEvent("online", s2.pk, tenants.a.pk))
+    assert ConnectorSetpoint.objects.get(station=s2).accepted_current == 0
