@@ -66,6 +66,14 @@ def leases(station=None):
     return qs
 
 
+def counted(tenants, station):
+    """The engine's view of the station's connector 1 (what it is counted at now)."""
+    from loadmgmt.recompute import engine_id, inputs_build
+
+    stations = inputs_build(tenants.a, timezone.now()).stations
+    return next(s for s in stations if s.id == engine_id(station.pk, 1))
+
+
 def limit(command):
     period = command.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
     return period[0]["limit"], period[0]["numberPhases"]
@@ -587,7 +595,6 @@ def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, booted):
     """No renewal reached it (the worker was down): it is back on its fail-safe profile, here
     6 A on three phases, whatever its lapsed lease said (0 A). After a reconnect, when it is
     unknown whether the lease is still in force, the larger of both counts."""
-    from loadmgmt.recompute import inputs_build
 
     s1 = stations_of(booted)[0]
     ConnectorSetpoint.objects.create(
@@ -597,14 +604,10 @@ def test_a_station_whose_lease_ended_counts_at_its_fail_safe(tenants, booted):
         accepted_phases=3,
         accepted_valid_to=timezone.now() - timedelta(seconds=1),
     )
-    [station] = [
-        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
-    ]
+    station = counted(tenants, s1)
     assert (station.setpoint.current, station.setpoint.phases) == (6, 3)
     ConnectorSetpoint.objects.update(accepted_current=16, accepted_phases=1, accepted_valid_to=None)
-    [station] = [
-        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
-    ]
+    station = counted(tenants, s1)
     assert (station.setpoint.current, station.setpoint.phases) == (16, 3)
 
 
@@ -716,7 +719,6 @@ def test_a_lease_sent_is_recorded_even_if_the_recompute_fails_after_it(tenants, 
     """Redis or the database goes away after an increase went out: the next recompute still
     counts the station at it (the state is written with the command, not at the end)."""
     from loadmgmt import recompute as module
-    from loadmgmt.recompute import inputs_build
 
     s1, s2, *_ = stations_of(group)
     arrive(s1, minutes_ago=10)
@@ -739,9 +741,7 @@ def test_a_lease_sent_is_recorded_even_if_the_recompute_fails_after_it(tenants, 
     assert limit(sent) == (16.0, 3) and sent.status == "pending"
     state = ConnectorSetpoint.objects.get(station=s2)
     assert (state.sent_command_id, state.sent_current) == (sent.pk, 16)
-    [station] = [
-        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s2.pk}c1"
-    ]
+    station = counted(tenants, s2)
     assert station.setpoint.current == 16
 
 
@@ -801,7 +801,6 @@ def test_just_booted_stations_count_at_their_fail_safe_until_they_accept_a_lease
 def test_a_lease_unanswered_when_its_station_reconnects_counts_as_accepted(tenants, group):
     """The station may have applied it and its answer was lost with the old connection: it
     counts at the larger of it and its last accepted lease until it accepts a new one."""
-    from loadmgmt.recompute import inputs_build
 
     s1, *_ = stations_of(group)
     arrive(s1)
@@ -811,9 +810,7 @@ def test_a_lease_unanswered_when_its_station_reconnects_counts_as_accepted(tenan
     state = ConnectorSetpoint.objects.get(station=s1)
     assert (state.accepted_current, state.accepted_phases) == (32, 3)
     assert state.sent_command_id is None and state.accepted_valid_to is None
-    [station] = [
-        s for s in inputs_build(tenants.a, timezone.now()).stations if s.id == f"s{s1.pk}c1"
-    ]
+    station = counted(tenants, s1)
     assert (station.setpoint.current, station.setpoint.phases) == (32, 3)
     # A station without an unanswered lease keeps what it accepted.
     s2 = stations_of(group)[1]
