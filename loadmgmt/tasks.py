@@ -112,8 +112,9 @@ def _advisory_try_lock(organization_id: int) -> bool:
     The cache lock alone is not enough: a Redis restart empties it while a recompute is
     running, and a second worker thread or process then plans from the same rows at the same
     time. Each one's ``IncreaseGate`` counts the stations at what it saw when it started, so
-    one of them lets an increase through into room the other has just given away (the
-    Redis-restart fault test saw 37-42 A on a 32 A line, docs/RESILIENCE.md). The advisory
+    one of them lets an increase through into room the other has just given away (found
+    reading this code while tracing an overload in the Redis-restart fault test,
+    docs/RESILIENCE.md; not itself seen in a run). The advisory
     lock lives in the database session of the thread that plans: it ends when the session
     ends (a killed worker, a PostgreSQL restart), and without that session the holder can
     send nothing either, since every setpoint is a command row written through it."""
