@@ -155,11 +155,7 @@ def _sent_may_hold(state: ConnectorSetpoint) -> None:
     if state.sent_current is None:
         return
     sent = engine.Setpoint(state.sent_current, state.sent_phases or 3)
-    accepted = (
-        engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
-        if state.accepted_current is not None
-        else None
-    )
+    accepted = _accepted_setpoint(state)
     held = _larger(accepted, sent)
     if accepted is None or state.accepted_valid_to is None or state.sent_valid_to is None:
         until = state.sent_valid_to if accepted is None else None
@@ -167,6 +163,12 @@ def _sent_may_hold(state: ConnectorSetpoint) -> None:
         until = max(state.accepted_valid_to, state.sent_valid_to)
     state.accepted_current, state.accepted_phases = held.current, held.phases
     state.accepted_valid_to = until
+
+
+def _accepted_setpoint(state: ConnectorSetpoint) -> engine.Setpoint | None:
+    if state.accepted_current is None:
+        return None
+    return engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
 
 
 def _larger(a: engine.Setpoint | None, b: engine.Setpoint | None) -> engine.Setpoint | None:
@@ -186,11 +188,7 @@ def may_apply(
     lapsed lease would give those amperes to its neighbours. After a boot or a reconnect it
     is unknown whether the lease is still in force: the larger of both counts."""
     fallback = engine.Setpoint(fail_safe, 3)
-    accepted = (
-        engine.Setpoint(state.accepted_current, state.accepted_phases or 3)
-        if state.accepted_current is not None
-        else None
-    )
+    accepted = _accepted_setpoint(state)
     until = state.accepted_valid_to
     if accepted is None and not keep_last:
         # No lease accepted yet: the station applies its fail-safe profile (sent at every

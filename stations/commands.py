@@ -22,6 +22,7 @@ send a station could hold a profile the database never recorded as sent.)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -161,12 +162,13 @@ def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
     current, above what load management counts it at: in the Redis-restart fault test a
     16 A renewal arrived after the 6 A decrease that followed it, while the neighbour on the
     same phase took the 26 A the decrease had freed (42 A on a 32 A line)."""
+    superseded = _superseded_lease_sql(connection.vendor)
     claimed = _update_returning(
         command_id,
         {"sent_at": timezone.now()},
         ("action", "payload"),
         where={"station": station_id, "status": CommandStatus.PENDING, "sent_at": None},
-        extra=f"NOT ({_superseded_lease_sql()})",
+        extra=f"NOT ({superseded})",
     )
     if claimed is None:
         _update_returning(
@@ -178,14 +180,16 @@ def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
             },
             ("action",),
             where={"station": station_id, "status": CommandStatus.PENDING, "sent_at": None},
-            extra=_superseded_lease_sql(),
+            extra=superseded,
         )
     return claimed
 
 
-def _superseded_lease_sql() -> str:
+@functools.cache
+def _superseded_lease_sql(vendor: str) -> str:
     """SQL (no parameters) true for a command row that is a load-management lease with a
-    newer lease of the same station, connector and profile id (``UNATTENDED``)."""
+    newer lease of the same station, connector and profile id (``UNATTENDED``). Built once
+    per database vendor: every command claim on the OCPP path uses it."""
     meta = StationCommand._meta
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
@@ -195,7 +199,7 @@ def _superseded_lease_sql() -> str:
 
     def key(alias: str, *path: str) -> str:
         payload = column(alias, "payload")
-        if connection.vendor == "postgresql":
+        if vendor == "postgresql":
             return f"({payload} #>> '{{{','.join(path)}}}')"
         return f"json_extract({payload}, '$.{'.'.join(path)}')"
 
