@@ -227,6 +227,7 @@ def _update_returning(
     returning: tuple[str, ...],
     where: dict[str, Any],
     extra: str = "",
+    extra_params: tuple[Any, ...] = (),
 ) -> tuple | None:
     """UPDATE one command row (if it matches ``where``; ``None`` means IS NULL) and read
     columns of it in the same statement: PostgreSQL and SQLite (3.35+) both have RETURNING.
@@ -247,6 +248,7 @@ def _update_returning(
             params.append(value)
     if extra:
         conditions.append(f"({extra})")
+        params.extend(extra_params)
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{column(n)} = %s' for n in values)}"
         f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(column(n) for n in returning)}"
@@ -327,10 +329,33 @@ def result_status(response: Any) -> tuple[str, dict]:
     return RESULT_STATUS.get(str(status), CommandStatus.REJECTED), data
 
 
+#: The outcome recorded for a call still unanswered when its station opened a new connection
+#: (``commands_lost_on_reconnect``). Provisional: the old connection's own outcome replaces it.
+LOST_ON_RECONNECT = (
+    "No answer recorded: the station reconnected before its answer to this call arrived."
+)
+
+
+@functools.cache
+def _unfinished_or_provisional_sql(vendor: str) -> str:
+    """SQL (two parameters: the error status and text) true for a command row without an
+    outcome or with the provisional one of ``commands_lost_on_reconnect``."""
+    meta = StationCommand._meta
+    quote = connection.ops.quote_name
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    return (
+        f"{column('finished_at')} IS NULL OR ({column('status')} = %s AND {column('error')} = %s)"
+    )
+
+
 def command_finish(
     command_id: int, status: str, response: dict | None = None, error: str = ""
 ) -> dict[str, str]:
-    """Record the outcome (once); applies wanted configuration; returns live fragments."""
+    """Record the outcome (once: a later one only replaces the provisional outcome of
+    ``commands_lost_on_reconnect``); applies wanted configuration; returns live fragments."""
     from stations.live import commands_fragment
 
     now = timezone.now()
@@ -338,7 +363,9 @@ def command_finish(
         command_id,
         {"status": status, "response": response, "error": error[:255], "finished_at": now},
         ("action", "requested_by", "station", "payload"),
-        where={"finished_at": None},
+        where={},
+        extra=_unfinished_or_provisional_sql(connection.vendor),
+        extra_params=(CommandStatus.ERROR, LOST_ON_RECONNECT),
     )
     updated = row is not None
     if row is None:  # finished before (e.g. a late answer after a time-out): only show it
@@ -368,6 +395,30 @@ def commands_expire_unclaimed(now: datetime, after_seconds: int) -> int:
     ).update(
         status=CommandStatus.OFFLINE, finished_at=now, error="No connection picked the command up."
     )
+
+
+def commands_lost_on_reconnect(station_id: int, now: datetime) -> bool:
+    """Calls a station's earlier connections sent without a recorded outcome → error, when
+    the station opens a new connection (``stations.services.connection_open``); True if one
+    of them shows in the station's command log (all but load management's profiles).
+
+    OCPP-J answers a call on the connection that carried it, and a station that opened a new
+    one has left the old: no answer can come any more. Without this, a call of a process that
+    was killed (SIGKILL, out of memory) stayed "sent" on the station's page until the periodic
+    sweep, ``OCPP_COMMAND_LOST_AFTER`` (two minutes by default) later. The outcome is
+    provisional: an old connection still alive elsewhere may have received the answer just
+    before the station left and be writing it (``_record_outcome`` retries while the database
+    is away); its own outcome then replaces this one (``command_finish``)."""
+    lost = StationCommand.objects.filter(
+        station_id=station_id,
+        status=CommandStatus.PENDING,
+        sent_at__isnull=False,
+        sent_at__lte=now,
+        finished_at__isnull=True,
+    )
+    attended = lost.exclude(UNATTENDED).exists()
+    lost.update(status=CommandStatus.ERROR, finished_at=now, error=LOST_ON_RECONNECT)
+    return attended
 
 
 def commands_expire_lost(now: datetime, after_seconds: float) -> int:

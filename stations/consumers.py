@@ -171,7 +171,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         # Newest wins: older connections of this identity (any process) close themselves;
         # they only mark the station offline if they still hold it (channel_name).
         fragments = await db(services.connection_open, HANDSHAKES)(
-            ref.id, self.channel_name, self.remote_addr, ref.organization_id
+            ref.id,
+            self.channel_name,
+            self.remote_addr,
+            ref.organization_id,
+            calls_in_flight=ref.calls_in_flight,
         )
         # connection_open wrote last_seen and online: the first messages need not again.
         self.last_seen_write = time.monotonic()
@@ -491,7 +495,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self.group = commands.station_group(ref.id)
             await membership.join(self.channel_layer, self.group, self.channel_name)
             fragments = await db(services.connection_open, HANDSHAKES)(
-                ref.id, self.channel_name, self.remote_addr, ref.organization_id
+                ref.id,
+                self.channel_name,
+                self.remote_addr,
+                ref.organization_id,
+                calls_in_flight=ref.calls_in_flight,
             )
             await db(services.relay_error_clear)(ref.id)
             await self.channel_layer.group_send(

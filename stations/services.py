@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -25,7 +25,13 @@ from portal.models import Organization
 from stations import authorization, conf, events
 from stations.credentials import station_password_hash, station_password_matches
 from stations.events import station_event_emit
-from stations.live import power_fragment, sessions_fragment, station_event, station_fragments
+from stations.live import (
+    commands_fragment,
+    power_fragment,
+    sessions_fragment,
+    station_event,
+    station_fragments,
+)
 from stations.models import (
     ChargingSession,
     Connector,
@@ -149,14 +155,23 @@ class StationRef:
     heartbeat_interval: int
     # Third-party mode with a URL: the connection is relayed there (stations/relay.py).
     relay_url: str = ""
+    # At the handshake: calls sent on an earlier connection still wait for their outcome
+    # (connection_open records them as lost).
+    calls_in_flight: bool = False
 
 
 def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
     """The station and its password hash, or None (and the attempt recorded) if unknown."""
-    from stations.models import AuthMode
+    from stations.models import AuthMode, CommandStatus, StationCommand
 
+    # Whether calls wait for an outcome, in the same query: rare, and a reconnect storm
+    # would pay a round trip per station to look.
+    in_flight = StationCommand.objects.filter(
+        station=OuterRef("pk"), status=CommandStatus.PENDING, sent_at__isnull=False
+    )
     row = (
         Station.objects.filter(charge_point_id=identity)
+        .annotate(calls_in_flight=Exists(in_flight))
         .values_list(
             "id",
             "organization_id",
@@ -166,13 +181,14 @@ def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
             "password_hash",
             "auth_mode",
             "third_party_url",
+            "calls_in_flight",
         )
         .first()
     )
     if row is None:
         return None
     relay_url = row[7] if row[6] == AuthMode.THIRD_PARTY else ""
-    return StationRef(*row[:5], relay_url=relay_url), row[5]
+    return StationRef(*row[:5], relay_url=relay_url, calls_in_flight=row[8]), row[5]
 
 
 def unknown_identity_record(identity: str, remote_addr: str) -> None:
@@ -198,9 +214,19 @@ def password_matches(password: str, password_hash: str) -> bool:
 
 
 def connection_open(
-    station_id: int, channel_name: str, remote_addr: str, organization_id: int | None = None
+    station_id: int,
+    channel_name: str,
+    remote_addr: str,
+    organization_id: int | None = None,
+    *,
+    calls_in_flight: bool = False,
 ) -> dict[str, str]:
-    """This connection now holds the station; returns live fragments to push."""
+    """This connection now holds the station; returns live fragments to push.
+
+    ``calls_in_flight`` (``StationRef``, read at the handshake): calls sent on an earlier
+    connection wait for an outcome. None can come now (``commands_lost_on_reconnect``)."""
+    from stations import commands
+
     now = timezone.now()
     Station.objects.filter(pk=station_id).update(
         online=True,
@@ -209,8 +235,12 @@ def connection_open(
         last_seen=now,
         remote_addr=remote_addr[:64],
     )
+    attended_lost = calls_in_flight and commands.commands_lost_on_reconnect(station_id, now)
     station_event_emit(events.ONLINE, station_id)
-    return _fragments(station_id, organization_id)
+    fragments = _fragments(station_id, organization_id)
+    if attended_lost and fragments:  # a browser watches: its command log changed
+        fragments.update(commands_fragment(Station.objects.get(pk=station_id)))
+    return fragments
 
 
 def connection_closed(

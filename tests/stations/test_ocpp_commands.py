@@ -176,6 +176,80 @@ def test_a_command_sent_by_a_process_that_died_is_recorded_as_lost(station, db, 
     assert "lost" in StationCommand.objects.get(pk=lost.pk).error
 
 
+async def test_calls_of_a_dead_connection_are_recorded_as_lost_when_the_station_reconnects(
+    station, tenants
+):
+    """A process killed while its calls waited for answers records nothing; the station
+    reconnects elsewhere and can no longer answer them (OCPP-J answers on the connection
+    that carried the call). They are errors at once, not "sent" until the periodic sweep."""
+    await Station.objects.filter(pk=station.pk).aupdate(
+        online=True, channel_name="specific.dead-process!1", registration_status="Accepted"
+    )
+    sent = timezone.now() - timedelta(seconds=3)
+    reset = await StationCommand.objects.acreate(
+        station=station, action="Reset", payload={"type": "Soft"}, sent_at=sent,
+        requested_by=tenants.owner_a,
+    )  # fmt: skip
+    waiting = await StationCommand.objects.acreate(
+        station=station, action="Reset", payload={"type": "Soft"}
+    )  # never sent: the new connection delivers it
+    answered = await StationCommand.objects.acreate(
+        station=station, action="Reset", payload={}, sent_at=sent, status="accepted",
+        finished_at=sent,
+    )  # fmt: skip
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    lost = await StationCommand.objects.aget(pk=reset.pk)
+    assert (lost.status, lost.error) == ("error", commands.LOST_ON_RECONNECT)
+    assert lost.finished_at is not None
+    assert (await StationCommand.objects.aget(pk=answered.pk)).status == "accepted"
+    calls = {}
+    for _ in range(2):  # the resume's TriggerMessage and the waiting Reset, in any order
+        call = await cp.expect_call()
+        calls[call[2]] = call
+        await cp.answer(call, {"status": "Accepted"})
+    assert set(calls) == {"TriggerMessage", "Reset"}
+    assert (await wait_status(waiting.pk)).status == "accepted"
+    assert (await StationCommand.objects.aget(pk=reset.pk)).status == "error"
+    await cp.disconnect()
+
+
+def test_an_outcome_recorded_late_replaces_the_provisional_lost_one(station, db):
+    """The old connection may be alive elsewhere and have the answer in hand when the station
+    reconnects (writing it, retrying while the database is away): its outcome wins. A real
+    outcome is still recorded only once."""
+    now = timezone.now()
+    command = StationCommand.objects.create(
+        station=station, action="ChangeConfiguration", payload={"key": "K", "value": "1"},
+        sent_at=now - timedelta(seconds=1),
+    )  # fmt: skip
+    ConfigurationKey.objects.create(station=station, key="K", value="1")
+    assert commands.commands_lost_on_reconnect(station.pk, now)  # the command log changed
+    command.refresh_from_db()
+    assert (command.status, command.error) == ("error", commands.LOST_ON_RECONNECT)
+    commands.command_finish(command.pk, "accepted", {"status": "Accepted"})
+    command.refresh_from_db()
+    assert (command.status, command.error, command.response) == (
+        "accepted",
+        "",
+        {"status": "Accepted"},
+    )
+    assert ConfigurationKey.objects.get(station=station, key="K").applied_value == "1"
+    commands.command_finish(command.pk, "error", None, "The connection closed.")
+    assert StationCommand.objects.get(pk=command.pk).status == "accepted"
+    # Sent after the reconnect (by the new connection): not the old connection's.
+    later = StationCommand.objects.create(
+        station=station, action="Reset", payload={}, sent_at=now + timedelta(seconds=1)
+    )
+    lease = StationCommand.objects.create(
+        station=station, action="SetChargingProfile", payload={}, sent_at=now
+    )
+    # Only load management's lease was lost: no page shows it, nothing to push.
+    assert not commands.commands_lost_on_reconnect(station.pk, now)
+    assert StationCommand.objects.get(pk=lease.pk).status == "error"
+    assert StationCommand.objects.get(pk=later.pk).status == "pending"
+
+
 def test_periodic_entry_registered():
     from portal.schedule import PERIODIC
 
