@@ -235,6 +235,10 @@ class SimProcess:
             raise
         finally:
             st.pending.pop(uid, None)
+            if fut.done() and not fut.cancelled():
+                # The socket closed while the CALL was being sent: the reader failed the
+                # future before anyone waited on it (asyncio would log it as never retrieved).
+                fut.exception()
         ms = (time.monotonic() - t0) * 1000
         self.latencies[phase].append(ms)
         if phase == "steady":
