@@ -214,6 +214,23 @@ async def test_calls_of_a_dead_connection_are_recorded_as_lost_when_the_station_
     await cp.disconnect()
 
 
+async def test_a_call_in_flight_on_a_replaced_connection_ends_as_an_error(station):
+    """The old connection is alive (same process here): the new one records its call as
+    lost, the old one's own outcome (closed before the answer) replaces that; never pending."""
+    old = await booted()
+    command = await send(station, "Reset", {"type": "Soft"})
+    call = await old.expect_call()
+    assert call[2] == "Reset"  # never answered on the old connection
+    new = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await new.handshake())[0]
+    close = await old.receive_output(2)
+    assert close["type"] == "websocket.close" and close["code"] == 4000
+    await old.disconnect()
+    finished = await wait_status(command.pk)
+    assert finished.status == "error" and finished.finished_at is not None
+    await new.disconnect()
+
+
 def test_an_outcome_recorded_late_replaces_the_provisional_lost_one(station, db):
     """The old connection may be alive elsewhere and have the answer in hand when the station
     reconnects (writing it, retrying while the database is away): its outcome wins. A real
