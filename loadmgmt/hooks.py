@@ -15,42 +15,23 @@ from django.utils import timezone
 from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs
 from loadmgmt.profiles import fail_safe_payload
 from loadmgmt.tasks import recompute_soon
+from portal.prepared_sql import IdQuery
 from stations import events
 from stations.events import StationEvent
 
+# The hook's queries are built once (portal/prepared_sql.py): a reconnect storm runs this
+# hook two or three times per station, and the ORM spent more building them than the
+# database answering.
 
-def station_event(event: StationEvent) -> None:
-    # One query for what every event needs and what a boot's fail-safe needs besides: in a
-    # reconnect storm this hook runs several times per station, each query a round trip.
-    member = (
-        LoadGroupMember.objects.filter(station_id=event.station_id)
-        .values_list(
-            "group__organization_id",
-            "group__failure_action",
-            "station__online",
-            "station__load_limits__fail_safe_current",
-        )
-        .first()
-    )
-    if member is None:
-        return
-    organization_id, failure_action, online, fail_safe_current = member
-    if event.kind in (events.BOOT, events.ONLINE):
-        # The station may have lost or kept its lease: count it at what it accepted, and
-        # send the setpoint again in the next recompute. A lease still unanswered may have
-        # been applied with its answer lost on the old connection: it counts as accepted.
-        ConnectorSetpoint.objects.filter(station_id=event.station_id).update(
-            accepted_current=_with_unanswered("accepted_current", "sent_current"),
-            accepted_phases=_with_unanswered("accepted_phases", "sent_phases"),
-            accepted_valid_to=None,
-            sent_command=None,
-        )
-    if event.kind == events.BOOT:
-        current = 0 if failure_action == "stop" else fail_safe_current or 0
-        _fail_safe_send(event.station_id, online, current)
-    if event.kind == events.INPUTS:
-        _inputs_record(event)
-    recompute_soon(organization_id)
+# One query for what every event needs and what a boot's fail-safe needs besides.
+_MEMBERSHIP = IdQuery(
+    lambda station_id: LoadGroupMember.objects.filter(station_id=station_id).values_list(
+        "group__organization_id",
+        "group__failure_action",
+        "station__online",
+        "station__load_limits__fail_safe_current",
+    )[:1]
+)
 
 
 def _with_unanswered(accepted: str, sent: str) -> Case:
@@ -65,16 +46,52 @@ def _with_unanswered(accepted: str, sent: str) -> Case:
     )
 
 
+# The station may have lost or kept its lease: count it at what it accepted, and send the
+# setpoint again in the next recompute. A lease still unanswered may have been applied with
+# its answer lost on the old connection: it counts as accepted.
+_LEASES_FORGET = IdQuery(
+    lambda station_id: ConnectorSetpoint.objects.filter(station_id=station_id),
+    update={
+        "accepted_current": _with_unanswered("accepted_current", "sent_current"),
+        "accepted_phases": _with_unanswered("accepted_phases", "sent_phases"),
+        "accepted_valid_to": None,
+        "sent_command": None,
+    },
+)
+
+
+def _connectors_query(station_id: int):
+    from stations.models import Connector
+
+    return Connector.objects.filter(station_id=station_id).values_list("connector_id")
+
+
+_CONNECTORS = IdQuery(_connectors_query)
+
+
+def station_event(event: StationEvent) -> None:
+    member = _MEMBERSHIP.first(event.station_id)
+    if member is None:
+        return
+    organization_id, failure_action, online, fail_safe_current = member
+    if event.kind in (events.BOOT, events.ONLINE):
+        _LEASES_FORGET.execute(event.station_id)
+    if event.kind == events.BOOT:
+        current = 0 if failure_action == "stop" else fail_safe_current or 0
+        _fail_safe_send(event.station_id, bool(online), current)
+    if event.kind == events.INPUTS:
+        _inputs_record(event)
+    recompute_soon(organization_id)
+
+
 def _fail_safe_send(station_id: int, online: bool, current: int) -> None:
     from stations.commands import commands_send_bulk
-    from stations.models import Connector, Station
+    from stations.models import Station
 
     # The command rows need the station only as their key and to know whether it is
     # connected (read above): no need to load the whole row again.
     station = Station(pk=station_id, online=online)
-    connectors = list(
-        Connector.objects.filter(station_id=station_id).values_list("connector_id", flat=True)
-    ) or [1]
+    connectors = [row[0] for row in _CONNECTORS.rows(station_id)] or [1]
     commands_send_bulk(
         [(station, "SetChargingProfile", fail_safe_payload(c, current)) for c in connectors],
         schema_checked=True,

@@ -36,6 +36,7 @@ from ocpp.v16 import call as v16_call
 from portal.errors import DomainError
 from portal.layer import group_send, group_send_many
 from portal.models import User
+from portal.prepared_sql import update_returning
 from stations.live import station_event
 from stations.models import CommandStatus, ConfigurationKey, Station, StationCommand
 
@@ -230,40 +231,17 @@ def _update_returning(
     extra_params: tuple[Any, ...] = (),
 ) -> tuple | None:
     """UPDATE one command row (if it matches ``where``; ``None`` means IS NULL) and read
-    columns of it in the same statement: PostgreSQL and SQLite (3.35+) both have RETURNING.
-    Every command is claimed and finished on the OCPP path, and a second query to read the
-    row back cost as much as the update (load management sends many setpoints a second)."""
-    meta = StationCommand._meta
-    quote = connection.ops.quote_name
-
-    def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
-
-    conditions, params = [f"{quote(meta.pk.column)} = %s"], [command_id]
-    for name, value in where.items():
-        if value is None:
-            conditions.append(f"{column(name)} IS NULL")
-        else:
-            conditions.append(f"{column(name)} = %s")
-            params.append(value)
-    if extra:
-        conditions.append(f"({extra})")
-        params.extend(extra_params)
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{column(n)} = %s' for n in values)}"
-        f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(column(n) for n in returning)}"
-    )
-    prepared = [meta.get_field(n).get_db_prep_save(v, connection) for n, v in values.items()]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*prepared, *params])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return tuple(
-        meta.get_field(name).from_db_value(value, None, connection)
-        if isinstance(meta.get_field(name), models.JSONField)
-        else value
-        for name, value in zip(returning, row, strict=True)
+    columns of it in the same statement (portal/prepared_sql.py: built once, not by the ORM
+    on every call). Every command is claimed and finished on the OCPP path, and a second
+    query to read the row back cost as much as the update (load management sends many
+    setpoints a second)."""
+    return update_returning(
+        StationCommand,
+        values,
+        {"id": command_id, **where},
+        returning,
+        extra=extra,
+        extra_params=extra_params,
     )
 
 
