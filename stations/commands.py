@@ -36,7 +36,7 @@ from ocpp.v16 import call as v16_call
 from portal.errors import DomainError
 from portal.layer import group_send, group_send_many
 from portal.models import User
-from portal.prepared_sql import update_returning
+from portal.prepared_sql import IdQuery, update_returning
 from stations.live import station_event
 from stations.models import CommandStatus, ConfigurationKey, Station, StationCommand
 
@@ -253,29 +253,44 @@ def command_refuse(command_id: int, station_id: int, error: str) -> dict[str, st
     return command_finish(command_id, CommandStatus.ERROR, None, error)
 
 
-def commands_pending(station_id: int, registration_status: str) -> list[int]:
-    """Unclaimed commands this station may receive now, oldest first."""
+def _pending_query(station_id: int, accepted: bool) -> models.QuerySet:
     qs = StationCommand.objects.filter(
         station_id=station_id, status=CommandStatus.PENDING, sent_at__isnull=True
     )
-    if registration_status != "Accepted":
+    if not accepted:
         qs = qs.filter(action__in=ALLOWED_WHILE_PENDING)
     qs = qs.exclude(UNATTENDED)  # their sender re-sends them (module docstring)
-    return list(qs.order_by("created_at", "id").values_list("pk", flat=True))
+    return qs.order_by("created_at", "id").values_list("pk")
+
+
+# Read at every boot and reconnect of every station: built once (portal/prepared_sql.py).
+_PENDING = {
+    accepted: IdQuery(functools.partial(_pending_query, accepted=accepted))
+    for accepted in (True, False)
+}
+_WANTED_CONFIGURATION = IdQuery(
+    lambda station_id: ConfigurationKey.objects.filter(station_id=station_id).values_list(
+        "key", "value", "applied_value"
+    )
+)
+
+
+def commands_pending(station_id: int, registration_status: str) -> list[int]:
+    """Unclaimed commands this station may receive now, oldest first."""
+    return [row[0] for row in _PENDING[registration_status == "Accepted"].rows(station_id)]
 
 
 def configuration_resend(station_id: int, everything: bool) -> list[int]:
     """Queue ChangeConfiguration for wanted keys: all (after a boot) or those not applied."""
-    keys = ConfigurationKey.objects.filter(station_id=station_id)
     commands = []
-    for item in keys:
-        if not everything and item.applied_value == item.value:
+    for key, value, applied_value in _WANTED_CONFIGURATION.rows(station_id):
+        if not everything and applied_value == value:
             continue
         commands.append(
             StationCommand(
                 station_id=station_id,
                 action="ChangeConfiguration",
-                payload={"key": item.key, "value": item.value},
+                payload={"key": key, "value": value},
             )
         )
     if commands:

@@ -273,8 +273,11 @@ def connection_closed(
     station_id: int, channel_name: str, organization_id: int | None = None
 ) -> dict[str, str] | None:
     """Offline, unless another connection took over meanwhile (then nothing changes)."""
-    updated = Station.objects.filter(pk=station_id, channel_name=channel_name).update(
-        online=False, channel_name=""
+    # Every connection of a process closes at once when it stops: SQL built once.
+    updated = update_rows(
+        Station,
+        {"online": False, "channel_name": ""},
+        {"id": station_id, "channel_name": channel_name},
     )
     if not updated:
         return None
@@ -284,11 +287,12 @@ def connection_closed(
 
 def station_seen(station_id: int, now: datetime) -> bool:
     """Record activity; True if the station had been marked offline (it is back)."""
-    came_back = Station.objects.filter(pk=station_id, online=False).update(
-        online=True, last_seen=now
+    # Every connected station, every few minutes: SQL built once (portal/prepared_sql.py).
+    came_back = update_rows(
+        Station, {"online": True, "last_seen": now}, {"id": station_id, "online": False}
     )
     if not came_back:
-        Station.objects.filter(pk=station_id).update(last_seen=now)
+        update_rows(Station, {"last_seen": now}, {"id": station_id})
     else:
         station_event_emit(events.ONLINE, station_id)
     return bool(came_back)
