@@ -10,8 +10,9 @@ Two shapes are covered, each built per database vendor on first use and cached:
 
 * ``IdQuery``: a queryset (a read, or an update whose new values are constants or
   expressions) whose only varying parameters are integer keys. It is compiled by Django
-  itself, with marker integers where the keys go, so the SQL is exactly what the ORM would
-  run (``Greatest`` is ``MAX`` on SQLite, joins and quoting are Django's).
+  itself (twice, with two sets of stand-ins where the keys go, to find them), so the SQL is
+  exactly what the ORM would run (``Greatest`` is ``MAX`` on SQLite, joins and quoting are
+  Django's).
 * ``update_rows`` / ``update_returning``: ``UPDATE <table> SET <fields> = %s … WHERE
   <field> = %s … [RETURNING <fields>]``, values prepared by their model fields as
   ``QuerySet.update`` does. PostgreSQL and SQLite (3.35+) both have RETURNING.
