@@ -168,18 +168,20 @@ def fleet_register(
     return plan
 
 
-def database_transactions() -> int:
-    """Transactions committed in the bench database so far (every autocommit query is one):
-    PostgreSQL's own count, flushed by the backends within about a second."""
+def database_counters() -> tuple[int, int]:
+    """Transactions committed in the bench database so far (every autocommit query is one)
+    and sessions opened (each a PostgreSQL backend started: a fork and cold catalog caches):
+    PostgreSQL's own counts, flushed by the backends within about a second."""
     from django.db import close_old_connections, connection
 
     close_old_connections()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "SELECT xact_commit + xact_rollback, sessions FROM pg_stat_database "
             "WHERE datname = current_database()"
         )
-        return int(cursor.fetchone()[0])
+        transactions, sessions = cursor.fetchone()
+        return int(transactions), int(sessions)
 
 
 def wanted_leases() -> set[str]:
@@ -630,7 +632,7 @@ def run_fleet(
         db_wanted_before = wanted_leases() if args.db_checks else None
         # Storm.
         sims.ask("phase", "storm")
-        tx0 = database_transactions() if args.db_checks else 0
+        tx0, sessions0 = database_counters() if args.db_checks else (0, 0)
         storm_cpu0 = cpu_snapshot(pids)
         storm_sim_cpu0 = sum(r["cpu_seconds"] for r in sims.ask("report"))
         t0 = time.time()
@@ -681,7 +683,10 @@ def run_fleet(
             else None
         )
         time.sleep(2)  # PostgreSQL's counters catch up
-        transactions = database_transactions() - tx0 if args.db_checks else None
+        transactions = sessions = None
+        if args.db_checks:
+            tx1, sessions1 = database_counters()
+            transactions, sessions = tx1 - tx0, sessions1 - sessions0
         if profiling:
             out["storm_profile"] = profile_summary(profiling)
         reports = sims.ask("report")
@@ -716,6 +721,7 @@ def run_fleet(
             "db_wanted_without_lease": db_missing[:20] if db_missing is not None else None,
             "db_transactions": transactions,
             "db_transactions_per_station": round(transactions / n, 1) if transactions else None,
+            "db_sessions_opened": sessions,
             "answer_p50_ms": pct(storm_lat, 50),
             "answer_p99_ms": pct(storm_lat, 99),
             "cpu_share (1.0 = one core)": storm_cpu,
@@ -782,6 +788,8 @@ def table(result: dict[str, Any]) -> str:
         ("storm: all leases re-sent", f"{st['all_leases_s']} s "
          f"({st['leases_resent']}/{st['leases_wanted (had one before)']})"),
         ("storm settled", f"{st['settled']} ({st['settled_s']} s)"),
+        ("storm: PostgreSQL transactions / sessions opened",
+         f"{st.get('db_transactions')} / {st.get('db_sessions_opened')}"),
         ("errors", json.dumps(result["errors"])),
         ("CPU share in steady state", json.dumps(s["cpu_share (1.0 = one core)"])),
         ("CPU share in the storm", json.dumps(st.get("cpu_share (1.0 = one core)"))),
