@@ -709,6 +709,10 @@ def run_fleet(
                 sum(1 for t in boot_times if i * 10 <= t < (i + 1) * 10)
                 for i in range(math.ceil(max(boot_times, default=0) / 10))
             ],
+            # Refused handshakes (503) by when they were refused, and by the moment they were
+            # told to come back (Retry-After): returns promised thinner than the pace above
+            # leave the machine idle at the end of the storm.
+            **storm_refusals([r for rep in reports for r in rep.get("refusals", ())], t0),
             "fail_safe_received": len(fs_times),
             "all_fail_safe_s": round(max(fs_times), 1) if len(fs_times) == n else None,
             "leases_wanted (had one before)": len(leased_before),
@@ -746,6 +750,23 @@ def run_fleet(
     out["counts"] = counts
     out["simulator_max_rss_mb"] = [round(r["max_rss_kb"] / 1024, 1) for r in final]
     return out
+
+
+def storm_refusals(refusals: list[tuple[float, float]], t0: float) -> dict:
+    def per_10s(times: list[float]) -> list[int]:
+        bins = [0] * math.ceil(max(times, default=0) / 10)
+        for t in times:
+            bins[int(t // 10)] += 1
+        return bins
+
+    return {
+        "refused_per_10s": per_10s([t - t0 for t, _ in refusals if t >= t0]),
+        "refused_told_back_per_10s": per_10s([t + r - t0 for t, r in refusals if t >= t0]),
+        "retry_after_p50_max_s": [
+            pct([r for _, r in refusals], 50),
+            max((r for _, r in refusals), default=None),
+        ],
+    }
 
 
 #: The storm target of issue 8: every station booted again and every setpoint re-sent within
@@ -788,6 +809,10 @@ def table(result: dict[str, Any]) -> str:
         ("storm: all leases re-sent", f"{st['all_leases_s']} s "
          f"({st['leases_resent']}/{st['leases_wanted (had one before)']})"),
         ("storm settled", f"{st['settled']} ({st['settled_s']} s)"),
+        ("storm: booted per 10 s", json.dumps(st["booted_per_10s"])),
+        ("storm: refused per 10 s", json.dumps(st.get("refused_per_10s"))),
+        ("storm: refused, told to return per 10 s",
+         json.dumps(st.get("refused_told_back_per_10s"))),
         ("storm: PostgreSQL transactions / sessions opened",
          f"{st.get('db_transactions')} / {st.get('db_sessions_opened')}"),
         ("errors", json.dumps(result["errors"])),

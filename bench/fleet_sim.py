@@ -85,6 +85,9 @@ class SimProcess:
         self.steady_detail: list[tuple[float, float, str]] = []
         self.counts: Counter[str] = Counter()  # events: connects, failures, received calls
         self.errors: Counter[str] = Counter()
+        # Storm only: (wall clock, Retry-After s) of each refused handshake, to see when the
+        # refused were told to come back against when the portal could take them.
+        self.refusals: list[tuple[float, float]] = []
         self.stopping = False
         self.tasks: list[asyncio.Task] = []
 
@@ -116,6 +119,8 @@ class SimProcess:
                 retry = self.rng.uniform(1.0, 5.0)
                 with contextlib.suppress(Exception):
                     retry = float(response.headers["Retry-After"])
+                    if self.phase == "storm":
+                        self.refusals.append((time.time(), retry))
                 continue
             retry = None
             self.counts["connects"] += 1
@@ -325,6 +330,7 @@ class SimProcess:
             "online": sum(s.online for s in self.stations),
             "latencies": {k: v for k, v in self.latencies.items()},
             "steady_detail": self.steady_detail,
+            "refusals": self.refusals,
             "counts": dict(self.counts),
             "errors": dict(self.errors),
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
