@@ -424,6 +424,12 @@ class RedisGuard:
         if clients > self.limit:
             raise RuntimeError(f"Redis has {clients} clients (limit {self.limit}): stopped")
 
+    def tasks_sent(self) -> int:
+        """Celery tasks sent so far on this Redis (kombu's LPUSH; the channel layer uses
+        sorted sets): the machine's Redis is shared, so only differences mean anything."""
+        stats = self.client.info("commandstats").get("cmdstat_lpush") or {}
+        return int(stats.get("calls", 0))
+
     def sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
@@ -633,6 +639,7 @@ def run_fleet(
         # Storm.
         sims.ask("phase", "storm")
         tx0, sessions0 = database_counters() if args.db_checks else (0, 0)
+        tasks0 = guard.tasks_sent()
         storm_cpu0 = cpu_snapshot(pids)
         storm_sim_cpu0 = sum(r["cpu_seconds"] for r in sims.ask("report"))
         t0 = time.time()
@@ -726,6 +733,7 @@ def run_fleet(
             "db_transactions": transactions,
             "db_transactions_per_station": round(transactions / n, 1) if transactions else None,
             "db_sessions_opened": sessions,
+            "celery_tasks_sent": guard.tasks_sent() - tasks0,
             "answer_p50_ms": pct(storm_lat, 50),
             "answer_p99_ms": pct(storm_lat, 99),
             "cpu_share (1.0 = one core)": storm_cpu,
@@ -815,6 +823,7 @@ def table(result: dict[str, Any]) -> str:
          json.dumps(st.get("refused_told_back_per_10s"))),
         ("storm: PostgreSQL transactions / sessions opened",
          f"{st.get('db_transactions')} / {st.get('db_sessions_opened')}"),
+        ("storm: Celery tasks sent", str(st.get("celery_tasks_sent"))),
         ("errors", json.dumps(result["errors"])),
         ("CPU share in steady state", json.dumps(s["cpu_share (1.0 = one core)"])),
         ("CPU share in the storm", json.dumps(st.get("cpu_share (1.0 = one core)"))),
