@@ -480,6 +480,99 @@ def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
     assert cache.get(tasks._dirty_key(tenants.a.pk))
 
 
+def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
+    tenants, settings, monkeypatch
+):
+    """A reconnect storm: the events during a recompute are merged into its next run. Each
+    used to schedule a task that found the lock taken and did nothing."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    scheduled = []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
+    )
+    runs = []
+
+    def fake_recompute(organization_id):
+        runs.append(organization_id)
+        if len(runs) == 1:
+            for _ in range(5):  # stations booting while it works
+                tasks.recompute_soon(organization_id)
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", fake_recompute)
+    tasks.recompute_soon(tenants.a.pk)
+    assert len(scheduled) == 1
+    tasks.loadmgmt_recompute(tenants.a.pk)
+    assert len(runs) == 2 and len(scheduled) == 1
+    # Done: the next event schedules the next task itself.
+    tasks.recompute_soon(tenants.a.pk)
+    assert len(scheduled) == 2
+
+
+def test_a_failed_recompute_leaves_the_next_event_free_to_schedule(tenants, settings, monkeypatch):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    scheduled = []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
+    )
+
+    def broken(organization_id):
+        raise RuntimeError("database away")
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", broken)
+    tasks.recompute_soon(tenants.a.pk)
+    with pytest.raises(RuntimeError):
+        tasks.loadmgmt_recompute(tenants.a.pk)
+    tasks.recompute_soon(tenants.a.pk)
+    assert len(scheduled) == 2
+
+
+def test_a_task_finding_the_lock_taken_leaves_the_next_event_free_to_schedule(
+    tenants, settings, monkeypatch
+):
+    """The holder may be the periodic cycle, which owns no scheduled mark: an event during
+    it must still get a task (it runs after the holder, or the holder reruns for it)."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    scheduled = []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
+    )
+    cache.add(tasks._lock_key(tenants.a.pk), "the cycle", timeout=60)
+    tasks.recompute_soon(tenants.a.pk)
+    assert tasks.loadmgmt_recompute(tenants.a.pk) == 0
+    tasks.recompute_soon(tenants.a.pk)
+    assert len(scheduled) == 2
+
+
+def test_while_changes_keep_coming_reruns_wait_for_their_interval_in_a_new_task(
+    tenants, settings, monkeypatch
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.LOADMGMT_RERUN_EVERY_SECONDS = 0.5
+    scheduled = []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(kw)
+    )
+    sleeps = []
+    monkeypatch.setattr(tasks.time, "sleep", sleeps.append)
+    runs = []
+
+    def fake_recompute(organization_id):
+        runs.append(organization_id)
+        tasks.recompute_soon(organization_id)  # a storm: always another change
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", fake_recompute)
+    tasks.recompute_soon(tenants.a.pk)
+    assert scheduled == [{"countdown": None}]  # the first change: at once
+    tasks.loadmgmt_recompute(tenants.a.pk)
+    # One run, then the next task, due when half a second has passed since it started; the
+    # worker's thread did not wait for it.
+    assert len(runs) == 1 and sleeps == []
+    assert len(scheduled) == 2 and 0.4 < scheduled[1]["countdown"] <= 0.5
+    for _ in range(10):  # the changes meanwhile are merged into it
+        tasks.recompute_soon(tenants.a.pk)
+    assert len(scheduled) == 2
+
+
 @pytest.mark.parametrize(("pace_from", "paced"), [(0.01, True), (10.0, False)])
 def test_a_costly_recompute_rests_before_it_runs_again(
     tenants, settings, monkeypatch, pace_from, paced
