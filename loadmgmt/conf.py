@@ -58,14 +58,6 @@ def rerun_pace_from_seconds() -> float:
     return _get("LOADMGMT_RERUN_PACE_FROM_SECONDS", 0.1)
 
 
-def rerun_every_seconds() -> float:
-    """While changes keep coming, an organization is recomputed at most this often (from the
-    start of one run to the start of the next): a change during a recompute waits for the
-    rest of this time, in a new task, and the changes of that time are merged into one run.
-    A change that finds no recompute running is acted on at once. 0: run again at once."""
-    return _get("LOADMGMT_RERUN_EVERY_SECONDS", 0.0)
-
-
 def samples_keep_hours() -> float:
     return _get("LOADMGMT_SAMPLES_KEEP_HOURS", 48.0)
 

@@ -85,18 +85,18 @@ def _mark_dirty_and_claim_schedule(organization_id: int) -> bool:
     return bool(pipe.execute()[1])
 
 
-def _schedule(organization_id: int, later: float = 0.0) -> None:
+def _schedule(organization_id: int) -> None:
     if cache.add(_scheduled_key(organization_id), 1, timeout=SCHEDULED_SECONDS):
-        _schedule_task(organization_id, later)
+        _schedule_task(organization_id)
 
 
-def _schedule_task(organization_id: int, later: float = 0.0) -> None:
+def _schedule_task(organization_id: int) -> None:
     # Events until the worker picks the task up are merged into it (the key stays set until
     # then). A countdown would cost up to the worker's timer precision for nothing but a
-    # wider merge window, so only a configured debounce (or a rerun's wait) uses one.
-    countdown = max(conf.debounce_seconds(), later)
+    # wider merge window, so only a configured debounce uses one.
+    debounce = conf.debounce_seconds()
     loadmgmt_recompute.apply_async(
-        (organization_id,), countdown=countdown if countdown >= 0.1 else None
+        (organization_id,), countdown=debounce if debounce >= 0.1 else None
     )
 
 
@@ -166,14 +166,14 @@ class _LockRenewer(threading.Thread):
 
 def recompute_locked(organization_id: int, *, scheduled: bool = False):
     """Recompute unless another worker is at it; the one holding the lock runs again while
-    changes keep coming (up to MAX_RERUNS times, then the next trigger or cycle takes over;
-    at once, or after ``conf.rerun_every_seconds`` in a new task).
+    changes keep coming (up to MAX_RERUNS times, then the next trigger or cycle takes over),
+    so an event during a recompute waits for no timer.
 
     ``scheduled``: called by the task ``recompute_soon`` scheduled, whose mark
     (``_scheduled_key``) stays set while it runs: the events meanwhile only mark the
     organization dirty, and this run goes again for them. (Cleared at the start, every event
-    during a recompute scheduled a task that found the lock taken and did nothing: hundreds
-    in a reconnect storm.) The mark is cleared when the run ends, before the last look at
+    during a recompute scheduled a task that found the lock taken and did nothing: 60 of
+    the 198 tasks of a 2,000-station reconnect storm, docs/BENCHMARKS.md.) The mark is cleared when the run ends, before the last look at
     the dirty mark, so that a later event schedules the next task itself."""
     from loadmgmt.recompute import recompute
 
@@ -192,13 +192,11 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
         cache.set(_dirty_key(organization_id), 1, timeout=DIRTY_SECONDS)
         return _held_elsewhere(organization_id, scheduled)
     report = None
-    later = 0.0
     renewer = _LockRenewer(lock, token)
     renewer.start()
     try:
         for _ in range(1 + MAX_RERUNS):
             cache.delete(_dirty_key(organization_id))
-            started = time.monotonic()
             computed_from = time.thread_time()
             report = recompute(organization_id)
             if eager() or not cache.get(_dirty_key(organization_id)):
@@ -206,11 +204,6 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
             computed = time.thread_time() - computed_from
             if computed > conf.rerun_pace_from_seconds():
                 time.sleep(computed)  # see conf.rerun_pace_from_seconds
-            later = conf.rerun_every_seconds() - (time.monotonic() - started)
-            if later > 0:
-                # Not asleep here: the worker's thread is free for other organizations
-                # meanwhile (see conf.rerun_every_seconds).
-                break
     finally:
         renewer.stop()
         _advisory_unlock(organization_id)
@@ -220,7 +213,7 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
     # A change that came after the last look (and found the lock held, or the scheduled
     # mark set): run for it.
     if not eager() and cache.get(_dirty_key(organization_id)):
-        _schedule(organization_id, later)
+        _schedule(organization_id)
     return report
 
 

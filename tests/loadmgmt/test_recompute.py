@@ -543,36 +543,6 @@ def test_a_task_finding_the_lock_taken_leaves_the_next_event_free_to_schedule(
     assert len(scheduled) == 2
 
 
-def test_while_changes_keep_coming_reruns_wait_for_their_interval_in_a_new_task(
-    tenants, settings, monkeypatch
-):
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    settings.LOADMGMT_RERUN_EVERY_SECONDS = 0.5
-    scheduled = []
-    monkeypatch.setattr(
-        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(kw)
-    )
-    sleeps = []
-    monkeypatch.setattr(tasks.time, "sleep", sleeps.append)
-    runs = []
-
-    def fake_recompute(organization_id):
-        runs.append(organization_id)
-        tasks.recompute_soon(organization_id)  # a storm: always another change
-
-    monkeypatch.setattr("loadmgmt.recompute.recompute", fake_recompute)
-    tasks.recompute_soon(tenants.a.pk)
-    assert scheduled == [{"countdown": None}]  # the first change: at once
-    tasks.loadmgmt_recompute(tenants.a.pk)
-    # One run, then the next task, due when half a second has passed since it started; the
-    # worker's thread did not wait for it.
-    assert len(runs) == 1 and sleeps == []
-    assert len(scheduled) == 2 and 0.4 < scheduled[1]["countdown"] <= 0.5
-    for _ in range(10):  # the changes meanwhile are merged into it
-        tasks.recompute_soon(tenants.a.pk)
-    assert len(scheduled) == 2
-
-
 @pytest.mark.parametrize(("pace_from", "paced"), [(0.01, True), (10.0, False)])
 def test_a_costly_recompute_rests_before_it_runs_again(
     tenants, settings, monkeypatch, pace_from, paced
