@@ -85,7 +85,7 @@ def redis_cache(settings):
     prefix = f"test-sec-{os.getpid()}"
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "portal.redis_cache.RedisCache",  # as in production
             "LOCATION": settings.REDIS_URL,
             "KEY_PREFIX": prefix,
         }

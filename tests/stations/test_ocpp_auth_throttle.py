@@ -157,7 +157,7 @@ def test_counts_are_shared_through_redis():
 
     prefix = f"test-ocpp-auth-{os.getpid()}"
     redis = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "portal.redis_cache.RedisCache",  # as in production
         "LOCATION": settings.REDIS_URL,
         "KEY_PREFIX": prefix,
     }
