@@ -173,8 +173,9 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
     (``_scheduled_key``) stays set while it runs: the events meanwhile only mark the
     organization dirty, and this run goes again for them. (Cleared at the start, every event
     during a recompute scheduled a task that found the lock taken and did nothing: 60 of
-    the 198 tasks of a 2,000-station reconnect storm, docs/BENCHMARKS.md.) The mark is cleared when the run ends, before the last look at
-    the dirty mark, so that a later event schedules the next task itself."""
+    the 198 tasks of a 2,000-station reconnect storm, docs/BENCHMARKS.md.) The mark is
+    cleared when the run ends, before the last look at the dirty mark, so that a later
+    event schedules the next task itself."""
     from loadmgmt.recompute import recompute
 
     token = uuid.uuid4().hex
