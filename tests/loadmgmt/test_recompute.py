@@ -451,14 +451,20 @@ def test_with_a_broker_a_burst_of_recomputes_is_pushed_once_then_its_newest_stat
     assert len(pushed) == 2 and len(scheduled) == 2
 
 
-def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
-    tenants, settings, monkeypatch
-):
+@pytest.fixture
+def scheduled(settings, monkeypatch) -> list[tuple]:
+    """With a broker: the recompute tasks scheduled (their arguments), none run."""
     settings.CELERY_TASK_ALWAYS_EAGER = False
-    scheduled = []
+    sent: list[tuple] = []
     monkeypatch.setattr(
-        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
+        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: sent.append(args)
     )
+    return sent
+
+
+def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
+    tenants, scheduled, monkeypatch
+):
     runs = []
 
     def fake_recompute(organization_id):
@@ -481,15 +487,10 @@ def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
 
 
 def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
-    tenants, settings, monkeypatch
+    tenants, scheduled, monkeypatch
 ):
     """A reconnect storm: the events during a recompute are merged into its next run. Each
     used to schedule a task that found the lock taken and did nothing."""
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    scheduled = []
-    monkeypatch.setattr(
-        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
-    )
     runs = []
 
     def fake_recompute(organization_id):
@@ -508,12 +509,7 @@ def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
     assert len(scheduled) == 2
 
 
-def test_a_failed_recompute_leaves_the_next_event_free_to_schedule(tenants, settings, monkeypatch):
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    scheduled = []
-    monkeypatch.setattr(
-        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
-    )
+def test_a_failed_recompute_leaves_the_next_event_free_to_schedule(tenants, scheduled, monkeypatch):
 
     def broken(organization_id):
         raise RuntimeError("database away")
@@ -527,15 +523,10 @@ def test_a_failed_recompute_leaves_the_next_event_free_to_schedule(tenants, sett
 
 
 def test_a_task_finding_the_lock_taken_leaves_the_next_event_free_to_schedule(
-    tenants, settings, monkeypatch
+    tenants, scheduled, monkeypatch
 ):
     """The holder may be the periodic cycle, which owns no scheduled mark: an event during
     it must still get a task (it runs after the holder, or the holder reruns for it)."""
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    scheduled = []
-    monkeypatch.setattr(
-        tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: scheduled.append(args)
-    )
     cache.add(tasks._lock_key(tenants.a.pk), "the cycle", timeout=60)
     tasks.recompute_soon(tenants.a.pk)
     assert tasks.loadmgmt_recompute(tenants.a.pk) == 0
