@@ -767,13 +767,12 @@ def storm_refusals(refusals: list[tuple[float, float]], t0: float) -> dict:
             bins[int(t // 10)] += 1
         return bins
 
+    storm = [(t - t0, r) for t, r in refusals if t >= t0]
+    waits = [r for _, r in storm]
     return {
-        "refused_per_10s": per_10s([t - t0 for t, _ in refusals if t >= t0]),
-        "refused_told_back_per_10s": per_10s([t + r - t0 for t, r in refusals if t >= t0]),
-        "retry_after_p50_max_s": [
-            pct([r for _, r in refusals], 50),
-            max((r for _, r in refusals), default=None),
-        ],
+        "refused_per_10s": per_10s([t for t, _ in storm]),
+        "refused_told_back_per_10s": per_10s([t + r for t, r in storm]),
+        "retry_after_p50_max_s": [pct(waits, 50), max(waits, default=None)],
     }
 
 

@@ -36,8 +36,7 @@ def _c_loader() -> type | None:
     from psycopg.postgres import types
     from psycopg.pq import Format
 
-    if psycopg.pq.__impl__ not in ("c", "binary"):
-        return None
+    # psycopg_c or psycopg_binary; the pure-Python implementation's loaders live in psycopg.
     loader = psycopg.adapters.get_loader(types["timestamptz"].oid, Format.TEXT)
     return loader if loader is not None and loader.__module__.startswith("psycopg_") else None
 

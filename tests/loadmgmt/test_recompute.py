@@ -510,7 +510,6 @@ def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
 
 
 def test_a_failed_recompute_leaves_the_next_event_free_to_schedule(tenants, scheduled, monkeypatch):
-
     def broken(organization_id):
         raise RuntimeError("database away")
 
