@@ -184,6 +184,41 @@ def database_counters() -> tuple[int, int]:
         return int(transactions), int(sessions)
 
 
+def statements_reset() -> bool:
+    """Start counting statements (``--statements``): needs PostgreSQL started with
+    ``shared_preload_libraries = 'pg_stat_statements'``; False (and nothing counted) without."""
+    from django.db import DatabaseError, close_old_connections, connection
+
+    close_old_connections()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            cursor.execute("SELECT pg_stat_statements_reset()")
+    except DatabaseError as exc:
+        print(f"statements not counted: {exc}".strip())
+        return False
+    return True
+
+
+def statements_top(limit: int, per: int) -> list[tuple]:
+    """The bench database's statements since ``statements_reset``, most time first: calls
+    per station, rows per call, ms in all, and the statement's start."""
+    from django.db import close_old_connections, connection
+
+    close_old_connections()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT calls, rows, total_exec_time, query FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY total_exec_time DESC"
+        )
+        found = cursor.fetchall()
+    return [
+        (round(calls / per, 2), round(rows / calls, 1), round(ms), " ".join(query.split())[:160])
+        for calls, rows, ms, query in found[:limit]
+    ] + [("in all", sum(c for c, *_ in found) / per, round(sum(t for *_x, t, _q in found)), "")]
+
+
 def wanted_leases() -> set[str]:
     """Stations the database wants charging now (a target above 0 A)."""
     from django.db import close_old_connections
@@ -430,6 +465,13 @@ class RedisGuard:
         stats = self.client.info("commandstats").get("cmdstat_lpush") or {}
         return int(stats.get("calls", 0))
 
+    def commands(self) -> dict[str, int]:
+        """Redis commands run so far, by command (shared Redis: differences only)."""
+        return {
+            name.removeprefix("cmdstat_"): int(stats.get("calls", 0))
+            for name, stats in self.client.info("commandstats").items()
+        }
+
     def sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
@@ -640,6 +682,8 @@ def run_fleet(
         sims.ask("phase", "storm")
         tx0, sessions0 = database_counters() if args.db_checks else (0, 0)
         tasks0 = guard.tasks_sent()
+        counting = args.statements and statements_reset()
+        redis_commands0 = guard.commands()
         storm_cpu0 = cpu_snapshot(pids)
         storm_sim_cpu0 = sum(r["cpu_seconds"] for r in sims.ask("report"))
         t0 = time.time()
@@ -696,6 +740,19 @@ def run_fleet(
             transactions, sessions = tx1 - tx0, sessions1 - sessions0
         if profiling:
             out["storm_profile"] = profile_summary(profiling)
+        if args.statements:
+            redis_commands1 = guard.commands()
+            out["storm_redis_commands_per_reconnect"] = {
+                name: round((calls - redis_commands0.get(name, 0)) / n, 2)
+                for name, calls in sorted(
+                    redis_commands1.items(), key=lambda kv: redis_commands0.get(kv[0], 0) - kv[1]
+                )
+                if calls > redis_commands0.get(name, 0)
+            }
+        if counting:
+            out["storm_statements (per station, rows, ms, SQL)"] = statements_top(
+                args.statements, n
+            )
         reports = sims.ask("report")
         storm_cpu["simulators"] = round(
             (sum(r["cpu_seconds"] for r in reports) - storm_sim_cpu0) / storm_seconds, 2
@@ -867,6 +924,11 @@ def main() -> None:
     parser.add_argument(
         "--profile-gil", action="store_true",
         help="profile only the thread holding the GIL (CPU), not every thread (time)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--statements", type=int, default=0,
+        help="report the storm's Redis commands and its N costliest SQL statements "
+        "(PostgreSQL needs shared_preload_libraries = 'pg_stat_statements')",
     )  # fmt: skip
     parser.add_argument(
         "--nginx-workers", default="auto",
