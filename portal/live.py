@@ -11,6 +11,12 @@ browser joined its group within ``WATCH_SECONDS`` (live.js pings every 30 s and 
 renews the mark). Each process remembers the answer for ``WATCHED_MEMO_SECONDS``, so a browser
 that has just connected may miss the changes of its first second (its page was rendered a
 moment before, so it shows the state of that moment either way).
+
+Only browsers join an organization's group, and each one marks it watched: an organization
+nobody watches has an empty group, and station events are not sent to it at all
+(``push_org_async``, ``stations.live.station_event``). A group send costs several Redis
+commands even to nobody: in a reconnect storm, five of the eight group sends a station
+caused were such sends (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import transaction
 
 from portal.layer import group_send
+from portal.thread_context import in_thread_context
 
 
 def org_group(organization_id: int) -> str:
@@ -61,6 +69,19 @@ def watched(organization_id: int | None) -> bool:
     return value
 
 
+# A look in the cache runs in a worker thread (in its own context: one cache client per
+# thread): a Redis that is slow or away must not stall the event loop.
+_watched_off_loop = sync_to_async(in_thread_context(watched), thread_sensitive=False)
+
+
+async def watched_async(organization_id: int) -> bool:
+    """``watched`` for async code: the memo without a thread hop, the cache in a thread."""
+    memo = _watched_memo.get(organization_id)
+    if memo is not None and memo[0] > time.monotonic():
+        return memo[1]
+    return await _watched_off_loop(organization_id)
+
+
 def _message(
     event: str, data: dict[str, Any] | None, fragments: dict[str, str] | None
 ) -> dict[str, Any]:
@@ -94,3 +115,15 @@ async def push_async(
     layer = get_channel_layer()
     if layer is not None:
         await layer.group_send(group, _message(event, data, fragments))
+
+
+async def push_org_async(
+    organization_id: int,
+    event: str,
+    *,
+    data: dict[str, Any] | None = None,
+    fragments: dict[str, str] | None = None,
+) -> None:
+    """``push_async`` to the organization's group, and nothing while no browser watches it."""
+    if await watched_async(organization_id):
+        await push_async(org_group(organization_id), event, data=data, fragments=fragments)

@@ -12,7 +12,7 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from portal.live import org_group, push, push_async, watched
+from portal.live import org_group, push, push_org_async, watched
 from stations.models import ChargingSession, Connector, Station, StationCommand
 
 
@@ -68,7 +68,10 @@ def station_event(
     commands: bool = False,
     data: dict[str, Any] | None = None,
 ) -> None:
-    """Push the station's fragments after the current transaction commits (sync code)."""
+    """Push the station's fragments after the current transaction commits (sync code);
+    nothing while no browser watches the organization (portal/live.py)."""
+    if not watched(station.organization_id):
+        return
     fragments = station_fragments(station)
     if sessions:
         fragments.update(sessions_fragment(station))
@@ -81,7 +84,7 @@ def station_event(
 async def push_rendered(
     organization_id: int, event: str, data: dict[str, Any], fragments: dict[str, str]
 ) -> None:
-    await push_async(org_group(organization_id), event, data=data, fragments=fragments)
+    await push_org_async(organization_id, event, data=data, fragments=fragments)
 
 
 __all__ = ["Connector", "commands_fragment", "power_fragment", "station_event"]

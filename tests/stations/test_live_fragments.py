@@ -66,3 +66,47 @@ async def test_a_watching_browser_gets_the_station_fragments_as_the_station_talk
     assert "Preparing" in seen[f"station-{station.pk}"]
     await cp.disconnect()
     await browser.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("ocpp_settings")
+async def test_no_browser_watching_no_group_send_to_the_organization(tenants, station, monkeypatch):
+    """Only browsers are in an organization's group: while none watches, a station that
+    connects, boots and reports its status sends its organization nothing (each group send
+    costs Redis commands even to nobody)."""
+    from channels.layers import get_channel_layer
+
+    from portal.live import org_group
+
+    layer = get_channel_layer()
+    sent: list[str] = []
+    real_group_send = layer.group_send
+
+    async def counting_group_send(group, message):
+        sent.append(group)
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counting_group_send)
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("BootNotification", BOOT)
+    await cp.call(
+        "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}
+    )
+    await cp.disconnect()
+    assert sent, "the station's own group is still used (replacement)"
+    assert org_group(station.organization_id) not in sent
+
+
+@pytest.mark.django_db
+def test_sync_station_events_go_only_to_a_watched_organization(tenants, station, monkeypatch):
+    from portal.live import org_group
+    from stations import live as station_live
+
+    sent: list[str] = []
+    monkeypatch.setattr(station_live, "push", lambda group, *a, **k: sent.append(group))
+    station_live.station_event(station, "station.changed")
+    assert sent == []
+    watching(station.organization_id)
+    station_live.station_event(station, "station.changed")
+    assert sent == [org_group(station.organization_id)]
