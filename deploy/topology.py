@@ -747,15 +747,22 @@ def restart_asgi(layout: Layout) -> None:
     indexes = range(1, state["asgi"] + 1)
     names = [f"asgi-{i}" for i in indexes]
 
+    began = time.monotonic()
+    stopped_after: list[float] = []
+
     def prepare() -> None:
         _stop_together(layout, names)  # removes their pid files
+        stopped_after.append(time.monotonic() - began)
         _set_held_down(layout, set(names), held=False)  # one held by kill-asgi starts too
 
     pids = _start_processes(layout, state, env, names, prepare)
     for i in indexes:
         name = f"asgi-{i}"
         _wait_healthy(f"http://127.0.0.1:{state['port'] + i}", pid=pids[name], log=layout.log(name))
-    print(f"restarted {len(pids)} ASGI processes")
+    print(
+        f"restarted {len(pids)} ASGI processes: stopped after {stopped_after[0]:.1f} s, "
+        f"all answering after {time.monotonic() - began:.1f} s"
+    )
 
 
 # ---------------------------------------------------------------------------- supervisor
