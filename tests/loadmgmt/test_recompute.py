@@ -869,3 +869,27 @@ def test_a_lease_unanswered_when_its_station_reconnects_counts_as_accepted(tenan
     s2 = stations_of(group)[1]
     hooks.station_event(StationEvent("online", s2.pk, tenants.a.pk))
     assert ConnectorSetpoint.objects.get(station=s2).accepted_current == 0
+
+
+def test_forgetting_leases_writes_only_rows_with_something_to_forget(tenants, group):
+    """ONLINE and BOOT come a moment apart: the second finds nothing to forget and must not
+    write (and lock) the rows again while a recompute holds them."""
+    s1, *_ = stations_of(group)
+    arrive(s1)
+    recompute(tenants.a.pk)
+    assert hooks._LEASES_FORGET.execute(s1.pk) == 1  # the unanswered lease
+    assert hooks._LEASES_FORGET.execute(s1.pk) == 0  # nothing left to forget
+    state = ConnectorSetpoint.objects.get(station=s1)
+    assert (state.accepted_current, state.sent_command_id, state.accepted_valid_to) == (
+        32,
+        None,
+        None,
+    )
+    # An accepted lease in force is forgotten as before (its end: sent again).
+    accept_all()
+    recompute(tenants.a.pk)
+    accept_all()
+    recompute(tenants.a.pk)  # reads the answers
+    assert ConnectorSetpoint.objects.get(station=s1).accepted_valid_to is not None
+    assert hooks._LEASES_FORGET.execute(s1.pk) == 1
+    assert ConnectorSetpoint.objects.get(station=s1).accepted_valid_to is None
