@@ -27,6 +27,7 @@ from portal.routing import (  # noqa: E402
     browser_websocket_urlpatterns,
     station_websocket_urlpatterns,
 )
+from stations.admission import denied_handshake_log_filter_install  # noqa: E402
 
 
 class _WebsocketRouter:
@@ -45,6 +46,7 @@ class _WebsocketRouter:
         return await self.browsers(scope, receive, send)
 
 
+denied_handshake_log_filter_install()
 _router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": _WebsocketRouter()})
 
 

@@ -29,6 +29,7 @@ nginx, the server and the station work again. A station refused again before its
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import logging
 import math
@@ -183,6 +184,30 @@ def queued_for(scope: dict[str, Any]) -> float | None:
     return None
 
 
+#: Set in the task of a connection whose handshake was refused with a denial response.
+_denied: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ocpp_handshake_denied", default=False
+)
+#: What Uvicorn's websockets-sansio protocol logs, at ERROR, after every denial response: it
+#: never marks the handshake complete when the response is a denial (Kludex/uvicorn#3138,
+#: open), so each refused handshake of a reconnect storm, thousands of them, logged an error.
+SPURIOUS_DENIAL_ERROR = "ASGI callable returned without completing handshake."
+
+
+class DeniedHandshakeLogFilter(logging.Filter):
+    """Drops that message for connections we refused with a response; an application that
+    really returned without answering a handshake is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == SPURIOUS_DENIAL_ERROR and _denied.get())
+
+
+def denied_handshake_log_filter_install() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DeniedHandshakeLogFilter) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(DeniedHandshakeLogFilter())
+
+
 async def deny_handshake(
     scope: dict[str, Any],
     send: Any,
@@ -204,6 +229,7 @@ async def deny_handshake(
         await send(
             {"type": "websocket.http.response.body", "body": text.encode(), "more_body": False}
         )
+        _denied.set(True)  # read by DeniedHandshakeLogFilter, in this connection's task
     else:
         await send({"type": "websocket.close"})
 
