@@ -279,7 +279,7 @@ async def test_refused_handshakes_log_no_spurious_uvicorn_error(station, setting
     assert server.config.ws in ("auto", "websockets-sansio")
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 (Uvicorn offers no event)
             await asyncio.sleep(0.02)
     # Uvicorn's loggers do not propagate to the root (caplog): listen on its own.
     records: list[logging.LogRecord] = []
