@@ -41,7 +41,7 @@ from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.v16 import call as v16_call
 
-from stations import commands, conf, credentials, services
+from stations import commands, conf, credentials, disconnects, services
 from stations.admission import deny_handshake
 from stations.centralsystem import CentralSystem
 from stations.dbcalls import COMMANDS, HANDSHAKES, db, in_thread_context
@@ -458,7 +458,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.relay.close()
         with contextlib.suppress(Exception):
             await membership.leave(self.channel_layer, self.group, self.channel_name)
-        fragments = await db(services.connection_closed)(
+        fragments = await disconnects.batcher().closed(
             ref.id, self.channel_name, ref.organization_id
         )
         if fragments is not None:
