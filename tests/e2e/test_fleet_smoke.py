@@ -51,12 +51,14 @@ def test_fleet_reconnect_storm(portal_env, tmp_path):
         profile_hold=0,
         cycle_seconds=2,
         db_checks=True,
+        statements=5,  # Redis commands always; SQL where pg_stat_statements is loaded
     )
     topo = fleet_bench.ScriptTopology({**portal_env, **ENV}, 2, _ports(2), tmp_path / "topo")
 
     result = fleet_bench.run_fleet(plan, topo, args)
 
     assert result["ramp"]["booted"] == STATIONS, result
+    assert result["storm_redis_commands_per_reconnect"], result
     assert result["steady"]["held_at_end"] == STATIONS, result
     assert result["steady"]["answers"] > 0
     by_action = result["steady"]["by_action (n, p50, p99 ms)"]
