@@ -686,6 +686,12 @@ def run_fleet(
         redis_commands0 = guard.commands()
         storm_cpu0 = cpu_snapshot(pids)
         storm_sim_cpu0 = sum(r["cpu_seconds"] for r in sims.ask("report"))
+        stopping: list[tuple] = []
+        if args.profile_stop:  # the old processes, from just before they are told to stop
+            stopping = profile_start(
+                {"asgi": pids["asgi"]}, args.profile_stop, topo.dir, args.profile_gil, "stop"
+            )
+            time.sleep(1)  # py-spy attached
         t0 = time.time()
         restart = topo.restart_asgi()
         restarted: float | None = None
@@ -740,6 +746,8 @@ def run_fleet(
             transactions, sessions = tx1 - tx0, sessions1 - sessions0
         if profiling:
             out["storm_profile"] = profile_summary(profiling)
+        if stopping:
+            out["stop_profile"] = profile_summary(stopping)
         if args.statements:
             redis_commands1 = guard.commands()
             out["storm_redis_commands_per_reconnect"] = {
@@ -915,6 +923,10 @@ def main() -> None:
     parser.add_argument(
         "--profile-storm", type=float, default=0,
         help="py-spy the new ASGI processes and the worker for this many s of the storm",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-stop", type=float, default=0,
+        help="py-spy the old ASGI processes for at most this many s while they stop",
     )  # fmt: skip
     parser.add_argument(
         "--profile-hold", type=float, default=0,

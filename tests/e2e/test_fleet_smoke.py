@@ -48,6 +48,7 @@ def test_fleet_reconnect_storm(portal_env, tmp_path):
         storm_timeout=40,
         redis_clients_limit=7000,
         profile_storm=0,
+        profile_stop=0,
         profile_hold=0,
         cycle_seconds=2,
         db_checks=True,
