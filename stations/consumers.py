@@ -35,6 +35,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
@@ -438,7 +439,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         await self._teardown()
-        await super().websocket_disconnect(message)
+        # Not Channels' own: it leaves ``self.groups`` (none: the station's group is left in
+        # _teardown) and then closes stale database connections in Channels' one
+        # synchronous thread, a thread hop per disconnect in a queue of its own. Our database
+        # calls check their own threads' connections (stations.dbcalls). When a process
+        # stopped, its thousands of disconnects queued there one after the other: the
+        # largest part of what kept them from finishing within the shutdown's grace.
+        raise StopConsumer()
 
     async def _teardown(self) -> None:
         if self.ref is None or getattr(self, "_tearing_down", False):
@@ -458,8 +465,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.relay.close()
         with contextlib.suppress(Exception):
             await membership.leave(self.channel_layer, self.group, self.channel_name)
-        fragments = await disconnects.batcher().closed(
-            ref.id, self.channel_name, ref.organization_id
+        fragments = await disconnects.batcher().add(
+            (ref.id, self.channel_name, ref.organization_id)
         )
         if fragments is not None:
             with contextlib.suppress(Exception):

@@ -27,12 +27,16 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from portal.batching import Batcher
 from stations import conf
 
 log = logging.getLogger(__name__)
 
 #: Joins sent at once when every connection of a process joins again.
 REJOIN_CONCURRENCY = 100
+#: Group leaves sent in one pipeline, and pipelines under way at once.
+LEAVES_MOST = 500
+LEAVES_AT_ONCE = 2
 
 
 class Membership:
@@ -45,6 +49,7 @@ class Membership:
         self.rejoined = 0  # times Redis was found to have forgotten (for tests, logs)
         self._watcher: asyncio.Task | None = None
         self._layer: Any = None
+        self._leave_batcher: tuple[asyncio.AbstractEventLoop, Any, Batcher] | None = None
 
     async def join(self, layer: Any, group: str, channel: str) -> None:
         await layer.group_add(group, channel)
@@ -54,7 +59,29 @@ class Membership:
 
     async def leave(self, layer: Any, group: str, channel: str) -> None:
         self.members.pop(channel, None)
-        await layer.group_discard(group, channel)
+        if not hasattr(layer, "connection") or not hasattr(layer, "_group_key"):
+            await layer.group_discard(group, channel)  # the in-memory layer
+            return
+        await self._leaves(layer).add((group, channel))
+
+    def _leaves(self, layer: Any) -> Batcher[tuple[str, str], None]:
+        """Leaves that come together go to Redis in one pipeline per shard (a stopping
+        process's thousands of teardowns each opened a Redis connection of the layer's pool
+        for its one ZREM, docs/BENCHMARKS.md, session 13). Per loop and layer."""
+        loop = asyncio.get_running_loop()
+        found = self._leave_batcher
+        if found is None or found[0] is not loop or found[1] is not layer:
+
+            async def discard(leaves: list[tuple[str, str]]) -> list[None]:
+                await _group_discard_many(layer, leaves)
+                return [None] * len(leaves)
+
+            found = self._leave_batcher = (
+                loop,
+                layer,
+                Batcher(discard, most=LEAVES_MOST, at_once=LEAVES_AT_ONCE),
+            )
+        return found[2]
 
     def _watch(self, layer: Any) -> None:
         """Start the process's watcher with its first member (on the layer's loop)."""
@@ -154,6 +181,21 @@ class Membership:
             with contextlib.suppress(BaseException):
                 await self._watcher
         self._watcher = None
+
+
+async def _group_discard_many(layer: Any, leaves: list[tuple[str, str]]) -> None:
+    """channels_redis's ``group_discard`` (a ZREM of the channel from the group's key on
+    the group's shard) for many at once: one pipeline per shard."""
+    by_shard: dict[int, list[tuple[bytes, str]]] = {}
+    for group, channel in leaves:
+        by_shard.setdefault(layer.consistent_hash(group), []).append(
+            (layer._group_key(group), channel)
+        )
+    for index, removals in by_shard.items():
+        pipe = layer.connection(index).pipeline(transaction=False)
+        for key, channel in removals:
+            pipe.zrem(key, channel)
+        await pipe.execute()
 
 
 membership = Membership()

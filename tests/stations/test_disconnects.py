@@ -78,7 +78,7 @@ async def test_closes_at_once_are_recorded_in_few_database_calls(tenants, monkey
     monkeypatch.setattr(disconnects, "BATCH_MOST", 10)
     batcher = disconnects.batcher()
     results = await asyncio.gather(
-        *(batcher.closed(s.pk, f"chan-{s.pk}", tenants.a.pk) for s in stations)
+        *(batcher.add((s.pk, f"chan-{s.pk}", tenants.a.pk)) for s in stations)
     )
     assert results == [{}] * 30
     assert calls == [10, 10, 10]  # not 30 calls of one
@@ -88,7 +88,7 @@ async def test_closes_at_once_are_recorded_in_few_database_calls(tenants, monkey
     await sync_to_async(Station.objects.filter(pk=stations[0].pk).update)(
         online=True, channel_name="again"
     )
-    assert await batcher.closed(stations[0].pk, "again", tenants.a.pk) == {}
+    assert await batcher.add((stations[0].pk, "again", tenants.a.pk)) == {}
     assert calls == [1]
 
 
@@ -108,7 +108,7 @@ async def test_a_cancelled_teardown_still_has_its_station_recorded(tenants, monk
 
     monkeypatch.setattr(services, "connections_closed", slow)
     waiter = asyncio.ensure_future(
-        disconnects.batcher().closed(station.pk, f"chan-{station.pk}", None)
+        disconnects.batcher().add((station.pk, f"chan-{station.pk}", None))
     )
     await started.wait()
     waiter.cancel()
@@ -130,7 +130,7 @@ async def test_a_failed_batch_hands_each_teardown_the_error(tenants, monkeypatch
     monkeypatch.setattr(services, "connections_closed", broken)
     batcher = disconnects.batcher()
     results = await asyncio.gather(
-        *(batcher.closed(s.pk, f"chan-{s.pk}", None) for s in stations),
+        *(batcher.add((s.pk, f"chan-{s.pk}", None)) for s in stations),
         return_exceptions=True,
     )
     assert [str(r) for r in results] == ["database away", "database away"]

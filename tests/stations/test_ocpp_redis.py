@@ -121,3 +121,42 @@ async def test_commands_reach_the_station_again_after_redis_lost_its_groups(stat
     await cp.disconnect()
     await membership.stop()
     await sync_to_async(channel_layers.backends.clear)()
+
+
+async def test_many_connections_leave_their_groups_in_few_round_trips(settings, monkeypatch):
+    """A stopping process's teardowns leave their groups together: one pipeline for many
+    (each used to take a Redis connection of its own for its one ZREM)."""
+    import asyncio
+
+    from channels.layers import channel_layers, get_channel_layer
+
+    from stations.groups import Membership
+
+    _redis_layer(settings)
+    layer = get_channel_layer()
+    members = Membership()
+    channels = [await layer.new_channel() for _ in range(40)]
+    for i, channel in enumerate(channels):
+        await members.join(layer, f"station-{i}", channel)
+    await members.stop()
+    pipelines = []
+    real_pipeline = type(layer.connection(0)).pipeline
+
+    def counting_pipeline(redis, *args, **kwargs):
+        pipelines.append(1)
+        return real_pipeline(redis, *args, **kwargs)
+
+    monkeypatch.setattr(type(layer.connection(0)), "pipeline", counting_pipeline)
+    discards = []
+    monkeypatch.setattr(layer, "group_discard", lambda *a: discards.append(a))
+    await asyncio.gather(*(members.leave(layer, f"station-{i}", c) for i, c in enumerate(channels)))
+    assert discards == [] and 1 <= len(pipelines) <= 2
+    for i, channel in enumerate(channels):
+        key = layer._group_key(f"station-{i}")
+        assert (
+            await layer.connection(layer.consistent_hash(f"station-{i}")).zscore(key, channel)
+            is None
+        )
+    assert members.members == {}
+    await layer.flush()
+    await sync_to_async(channel_layers.backends.clear)()

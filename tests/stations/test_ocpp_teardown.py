@@ -48,3 +48,27 @@ async def test_close_during_boot_stops_the_handler_first(station, monkeypatch, c
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     await station.arefresh_from_db()
     assert not station.online
+
+
+async def test_a_disconnect_takes_no_hop_through_channels_sync_thread(station, monkeypatch):
+    """Channels' websocket_disconnect closes stale database connections in its one sync
+    thread: a stopping process's thousands of disconnects queued there one after the other
+    and did not finish within the shutdown's grace. The station's own teardown is all a
+    disconnect runs; the station is offline afterwards."""
+    import channels.generic.websocket
+
+    from stations.models import Station
+
+    hops = []
+
+    async def counted():
+        hops.append(1)
+
+    monkeypatch.setattr(channels.generic.websocket, "aclose_old_connections", counted)
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("BootNotification", BOOT)
+    assert (await Station.objects.aget(pk=station.pk)).online
+    await cp.disconnect()
+    assert not (await Station.objects.aget(pk=station.pk)).online
+    assert hops == []
