@@ -443,8 +443,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         # _teardown) and then closes stale database connections in Channels' one
         # synchronous thread, a thread hop per disconnect in a queue of its own. Our database
         # calls check their own threads' connections (stations.dbcalls). When a process
-        # stopped, its thousands of disconnects queued there one after the other: the
-        # largest part of what kept them from finishing within the shutdown's grace.
+        # stopped, its thousands of disconnects queued there one after the other, one of
+        # the queues that kept them from finishing within the shutdown's grace.
         raise StopConsumer()
 
     async def _teardown(self) -> None:
