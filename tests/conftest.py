@@ -49,6 +49,29 @@ def _clean_cache():
     yield
 
 
+@pytest.fixture
+def group_sends(monkeypatch):
+    """``sent = group_sends()``: from then on, the groups the current channel layer sends to,
+    in order (the sends still go out). Called in the test, after the fixtures that choose
+    the layer."""
+
+    def start() -> list[str]:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        sent: list[str] = []
+        real_group_send = layer.group_send
+
+        async def recorded(group, message):
+            sent.append(group)
+            await real_group_send(group, message)
+
+        monkeypatch.setattr(layer, "group_send", recorded)
+        return sent
+
+    return start
+
+
 def _skip_or_fail(reason: str, required: bool) -> None:
     if required:
         pytest.fail(f"{reason} (required in CI)", pytrace=False)

@@ -121,24 +121,14 @@ async def test_a_watching_browser_marks_its_organization_and_each_ping_renews_it
 
 
 async def test_station_events_reach_a_watching_browser_and_cost_nothing_unwatched(
-    tenants, monkeypatch
+    tenants, group_sends
 ):
     """Only browsers join an organization's group and each marks it watched: while none
     does, ``push_org_async`` sends nothing (no layer call), and once one does, it gets the
     events."""
-    from channels.layers import get_channel_layer
-
     from portal import live
 
-    layer = get_channel_layer()
-    sent: list[str] = []
-    real_group_send = layer.group_send
-
-    async def counting_group_send(group, message):
-        sent.append(group)
-        await real_group_send(group, message)
-
-    monkeypatch.setattr(layer, "group_send", counting_group_send)
+    sent = group_sends()
     live._watched_memo.clear()
     await live.push_org_async(tenants.a.id, "station.online", data={"station": 1})
     assert sent == []

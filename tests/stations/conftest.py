@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from stations import events
 from stations.authorization import reset_policy_cache
+from tests.stations import helpers
 from tests.stations.factories import RfidCardFactory, StationFactory
 
 
@@ -30,3 +32,13 @@ def station(tenants):
 @pytest.fixture
 def card(tenants):
     return RfidCardFactory(organization=tenants.a, uid="DEADBEEF", user=tenants.owner_a)
+
+
+@pytest.fixture
+def receiver(settings):
+    """The station events delivered from now on, in order (``OCPP_EVENT_HOOK``)."""
+    settings.OCPP_EVENT_HOOK = "tests.stations.helpers.record"
+    events.reset_receiver_cache()
+    helpers.RECEIVED.clear()
+    yield helpers.RECEIVED
+    events.reset_receiver_cache()

@@ -7,7 +7,7 @@ import base64
 import contextlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from channels.testing import WebsocketCommunicator
@@ -115,3 +115,41 @@ def answering_backend() -> Iterator[str]:
         finally:
             server.shutdown()
             thread.join(5)
+
+
+#: Station events delivered to ``record`` (OCPP_EVENT_HOOK of the ``receiver`` fixture).
+RECEIVED: list = []
+
+
+def record(event) -> None:
+    RECEIVED.append(event)
+
+
+@contextlib.asynccontextmanager
+async def portal_served() -> AsyncIterator[int]:
+    """The real ASGI application served by Uvicorn in this event loop (the in-memory channel
+    layer then reaches the consumers from services run through sync_to_async: asgiref hands
+    their async calls back to this loop); yields its port. On leaving, Uvicorn has stopped
+    and every connection's application has returned."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 (Uvicorn offers no event)
+                await asyncio.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        await task

@@ -8,24 +8,9 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from stations import disconnects, events, services
+from stations import disconnects, services
 from stations.models import Station
 from tests.stations.factories import StationFactory
-
-RECEIVED: list[events.StationEvent] = []
-
-
-def record(event: events.StationEvent) -> None:
-    RECEIVED.append(event)
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.OCPP_EVENT_HOOK = "tests.stations.test_disconnects.record"
-    events.reset_receiver_cache()
-    RECEIVED.clear()
-    yield RECEIVED
-    events.reset_receiver_cache()
 
 
 def online(tenants, n: int) -> list[Station]:

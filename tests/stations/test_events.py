@@ -13,24 +13,9 @@ from tests.stations.helpers import Station as FakeStation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ocpp_settings")]
 
-RECEIVED: list[events.StationEvent] = []
-
-
-def record(event: events.StationEvent) -> None:
-    RECEIVED.append(event)
-
 
 def explode(event: events.StationEvent) -> None:
     raise RuntimeError("receiver bug")
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.OCPP_EVENT_HOOK = "tests.stations.test_events.record"
-    events.reset_receiver_cache()
-    RECEIVED.clear()
-    yield RECEIVED
-    events.reset_receiver_cache()
 
 
 def kinds(received, station):

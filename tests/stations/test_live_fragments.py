@@ -70,23 +70,13 @@ async def test_a_watching_browser_gets_the_station_fragments_as_the_station_talk
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("ocpp_settings")
-async def test_no_browser_watching_no_group_send_to_the_organization(tenants, station, monkeypatch):
+async def test_no_browser_watching_no_group_send_to_the_organization(tenants, station, group_sends):
     """Only browsers are in an organization's group: while none watches, a station that
     connects, boots and reports its status sends its organization nothing (each group send
     costs Redis commands even to nobody)."""
-    from channels.layers import get_channel_layer
-
     from portal.live import org_group
 
-    layer = get_channel_layer()
-    sent: list[str] = []
-    real_group_send = layer.group_send
-
-    async def counting_group_send(group, message):
-        sent.append(group)
-        await real_group_send(group, message)
-
-    monkeypatch.setattr(layer, "group_send", counting_group_send)
+    sent = group_sends()
     cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
     assert (await cp.handshake())[0]
     await cp.call("BootNotification", BOOT)

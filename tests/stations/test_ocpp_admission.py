@@ -10,7 +10,7 @@ import pytest
 
 from stations import admission, dbcalls
 from tests.stations.factories import STATION_PASSWORD
-from tests.stations.helpers import BOOT, basic
+from tests.stations.helpers import BOOT, basic, portal_served
 from tests.stations.helpers import Station as FakeStation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ocpp_settings")]
@@ -258,29 +258,11 @@ async def test_refused_handshakes_log_no_spurious_uvicorn_error(station, setting
     """Uvicorn's websockets-sansio protocol logs "ASGI callable returned without completing
     handshake" at ERROR after every denial response (Kludex/uvicorn#3138): a reconnect storm
     logged thousands. Served by a real Uvicorn: the 503, 401 and 404 answers log no error."""
-    import asyncio
     import logging
-    import socket
 
-    import uvicorn
     import websockets
 
-    from portal.asgi import application
-
     settings.OCPP_ADMISSION_MAX_CONNECTING = 1
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    assert server.config.ws in ("auto", "websockets-sansio")
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 (Uvicorn offers no event)
-            await asyncio.sleep(0.02)
     # Uvicorn's loggers do not propagate to the root (caplog): listen on its own.
     records: list[logging.LogRecord] = []
     listener = logging.Handler()
@@ -289,24 +271,24 @@ async def test_refused_handshakes_log_no_spurious_uvicorn_error(station, setting
     uvicorn_log.addHandler(listener)
     statuses = []
     try:
-        for path, password, busy in (
-            ("ALPHA-1", "wrong", 0),  # 401
-            ("NOBODY", STATION_PASSWORD, 0),  # 404
-            ("ALPHA-1", STATION_PASSWORD, 1),  # 503: one handshake already in progress
-        ):
-            admission.gate.connecting = busy
-            with pytest.raises(websockets.InvalidStatus) as refused:
-                async with websockets.connect(
-                    f"ws://127.0.0.1:{port}/ocpp/{path}",
-                    subprotocols=["ocpp1.6"],
-                    additional_headers={"Authorization": basic(path, password)[1].decode()},
-                ):
-                    pass
-            statuses.append(refused.value.response.status_code)
-            admission.gate.connecting = 0
+        async with portal_served() as port:  # Uvicorn's default: websockets-sansio
+            for path, password, busy in (
+                ("ALPHA-1", "wrong", 0),  # 401
+                ("NOBODY", STATION_PASSWORD, 0),  # 404
+                ("ALPHA-1", STATION_PASSWORD, 1),  # 503: one handshake already in progress
+            ):
+                admission.gate.connecting = busy
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    async with websockets.connect(
+                        f"ws://127.0.0.1:{port}/ocpp/{path}",
+                        subprotocols=["ocpp1.6"],
+                        additional_headers={"Authorization": basic(path, password)[1].decode()},
+                    ):
+                        pass
+                statuses.append(refused.value.response.status_code)
+                admission.gate.connecting = 0
+        # Uvicorn has stopped: every connection's application has returned (and logged).
     finally:
-        server.should_exit = True
-        await task  # every connection's application has returned
         uvicorn_log.removeHandler(listener)
     assert statuses == [401, 404, 503]
     assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -18,7 +17,7 @@ from stations.display_image import design_image, name_image
 from stations.models import ConfigurationKey, Station, StationCommand
 from stations.simulator import SimStation
 from tests.stations.factories import STATION_PASSWORD, StationFactory
-from tests.stations.helpers import BOOT
+from tests.stations.helpers import BOOT, portal_served
 from tests.stations.helpers import Station as FakeStation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ocpp_settings")]
@@ -31,27 +30,8 @@ def station(tenants):
 
 @pytest.fixture
 async def portal_url():
-    """Uvicorn in this event loop: the in-memory channel layer then reaches the consumer from
-    services run through sync_to_async (asgiref hands their async calls back to this loop)."""
-    import uvicorn
-
-    from portal.asgi import application
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            await asyncio.sleep(0.02)
-    yield f"ws://127.0.0.1:{port}/ocpp/"
-    server.should_exit = True
-    await task
+    async with portal_served() as port:
+        yield f"ws://127.0.0.1:{port}/ocpp/"
 
 
 @pytest.fixture
