@@ -52,8 +52,8 @@ def _with_unanswered(accepted: str, sent: str) -> Case:
 # Rows with nothing to forget (no lease sent, none in force) are left alone: the update would
 # leave them as they are but still write them, lock them against a running recompute and
 # wait for it. A reconnect brings ONLINE and BOOT a moment apart; the second mostly finds
-# nothing (in a 2,000-station storm this update was the second costliest statement, 0.9 ms
-# a call, most of it waiting for the recompute's locks).
+# nothing (in a 2,000-station storm this update was among the three costliest statements,
+# 0.3-0.55 ms a call for one row: waiting for the recompute's locks; docs/BENCHMARKS.md).
 _LEASES_FORGET = IdQuery(
     lambda station_id: ConnectorSetpoint.objects.filter(
         Q(sent_command__isnull=False) | Q(accepted_valid_to__isnull=False),
