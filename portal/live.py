@@ -56,16 +56,21 @@ def watching(organization_id: int) -> None:
     _watched_memo.pop(organization_id, None)
 
 
+def _remembered(organization_id: int) -> bool | None:
+    """This process's answer of the last ``WATCHED_MEMO_SECONDS``, if any."""
+    memo = _watched_memo.get(organization_id)
+    return memo[1] if memo is not None and memo[0] > time.monotonic() else None
+
+
 def watched(organization_id: int | None) -> bool:
     """Whether any browser looks at the organization's pages (so fragments are worth it)."""
     if organization_id is None:
         return False
-    now = time.monotonic()
-    memo = _watched_memo.get(organization_id)
-    if memo is not None and memo[0] > now:
-        return memo[1]
+    remembered = _remembered(organization_id)
+    if remembered is not None:
+        return remembered
     value = bool(cache.get(_watch_key(organization_id)))
-    _watched_memo[organization_id] = (now + WATCHED_MEMO_SECONDS, value)
+    _watched_memo[organization_id] = (time.monotonic() + WATCHED_MEMO_SECONDS, value)
     return value
 
 
@@ -76,9 +81,9 @@ _watched_off_loop = sync_to_async(in_thread_context(watched), thread_sensitive=F
 
 async def watched_async(organization_id: int) -> bool:
     """``watched`` for async code: the memo without a thread hop, the cache in a thread."""
-    memo = _watched_memo.get(organization_id)
-    if memo is not None and memo[0] > time.monotonic():
-        return memo[1]
+    remembered = _remembered(organization_id)
+    if remembered is not None:
+        return remembered
     return await _watched_off_loop(organization_id)
 
 
