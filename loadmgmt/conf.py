@@ -50,11 +50,12 @@ def ack_wait_seconds() -> float:
 
 
 def rerun_pace_from_seconds() -> float:
-    """A recompute that took more than this much CPU and must run again at once (changes came
-    meanwhile) first rests as long as it computed: an organization of thousands of stations
-    in a reconnect storm then takes at most half of the worker and of its share of the
-    database, and the storm's events are merged into fewer recomputes. Smaller organizations
-    (tens of milliseconds per recompute) rerun without a pause."""
+    """A recompute that took longer than this (on the clock, without its wait for answers)
+    and must run again at once (changes came meanwhile) first rests as long as it took, at
+    most half a cycle (``tasks.rerun_rest``): an organization of hundreds or thousands of
+    stations in a reconnect storm then keeps at most half of its worker thread, and the
+    storm's events are merged into fewer recomputes. Smaller organizations (milliseconds per
+    recompute) rerun without a pause."""
     return _get("LOADMGMT_RERUN_PACE_FROM_SECONDS", 0.1)
 
 

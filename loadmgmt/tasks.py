@@ -198,13 +198,13 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
     try:
         for _ in range(1 + MAX_RERUNS):
             cache.delete(_dirty_key(organization_id))
-            computed_from = time.thread_time()
+            started = time.monotonic()
             report = recompute(organization_id)
             if eager() or not cache.get(_dirty_key(organization_id)):
                 break
-            computed = time.thread_time() - computed_from
-            if computed > conf.rerun_pace_from_seconds():
-                time.sleep(computed)  # see conf.rerun_pace_from_seconds
+            rest = rerun_rest(time.monotonic() - started, report)
+            if rest:
+                time.sleep(rest)
     finally:
         renewer.stop()
         _advisory_unlock(organization_id)
@@ -216,6 +216,26 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
     if not eager() and cache.get(_dirty_key(organization_id)):
         _schedule(organization_id)
     return report
+
+
+def rerun_rest(took: float, report) -> float:
+    """Seconds to rest before a rerun, after a recompute that took ``took`` seconds.
+
+    As long as the recompute took, not counting its wait for the decreases' answers, once
+    that is more than ``LOADMGMT_RERUN_PACE_FROM_SECONDS``; at most half a cycle. Measured on
+    the clock, not as the thread's CPU: in a reconnect storm a recompute of a few hundred
+    stations took 70 ms of CPU but 0.6 s on the clock (the worker's threads share one
+    interpreter lock, and PostgreSQL and the ASGI processes the same cores), so a rest as
+    long as its CPU barely spaced the reruns, and the organization was recomputed again
+    and again for as long as the storm lasted, each time reading all its stations. Resting as
+    long as it took, a recompute keeps at most about half of its thread's time, and the
+    events of the storm are merged into half as many recomputes (docs/BENCHMARKS.md, session
+    14). Small organizations (milliseconds) rerun without a pause."""
+    waited = report.steps.get("send_up", 0.0) / 1000 if report is not None else 0.0
+    busy = took - waited
+    if busy <= conf.rerun_pace_from_seconds():
+        return 0.0
+    return min(busy, conf.cycle_seconds() / 2)
 
 
 def _scheduled_clear(organization_id: int, scheduled: bool) -> None:

@@ -3,6 +3,7 @@ stations counted safely, shedding inputs, and the triggers (hooks, debounce, loc
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -533,34 +534,82 @@ def test_a_task_finding_the_lock_taken_leaves_the_next_event_free_to_schedule(
     assert len(scheduled) == 2
 
 
-@pytest.mark.parametrize(("pace_from", "paced"), [(0.01, True), (10.0, False)])
-def test_a_costly_recompute_rests_before_it_runs_again(
-    tenants, settings, monkeypatch, pace_from, paced
-):
-    """An organization of thousands of stations in a reconnect storm: each rerun first rests
-    as long as the last run computed, so that it takes at most half of the worker."""
+def _rerun_once(tenants, settings, monkeypatch, spend, report=None) -> tuple[list, list]:
+    """Run a task whose recompute ``spend()``s and sees a change meanwhile once: (runs,
+    rests)."""
     settings.CELERY_TASK_ALWAYS_EAGER = False
-    settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = pace_from
     monkeypatch.setattr(tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: None)
     rests, runs = [], []
     monkeypatch.setattr(tasks.time, "sleep", rests.append)
 
     def fake_recompute(organization_id):
         runs.append(organization_id)
-        burn_until = time.thread_time() + 0.03
-        while time.thread_time() < burn_until:  # CPU, as a big recompute spends it
-            pass
+        spend()
         if len(runs) == 1:
             tasks.recompute_soon(organization_id)  # a change meanwhile: run again
+        return report
 
     monkeypatch.setattr("loadmgmt.recompute.recompute", fake_recompute)
     tasks.recompute_soon(tenants.a.pk)
     tasks.loadmgmt_recompute(tenants.a.pk)
+    return runs, rests
+
+
+def _burn_cpu(seconds: float = 0.03) -> None:
+    burn_until = time.thread_time() + seconds
+    while time.thread_time() < burn_until:  # CPU, as a big recompute spends it
+        pass
+
+
+def _wait(seconds: float = 0.05) -> None:
+    threading.Event().wait(seconds)  # the clock runs, this thread computes nothing
+
+
+@pytest.mark.parametrize(("pace_from", "paced"), [(0.01, True), (10.0, False)])
+def test_a_costly_recompute_rests_before_it_runs_again(
+    tenants, settings, monkeypatch, pace_from, paced
+):
+    """An organization of thousands of stations in a reconnect storm: each rerun first rests
+    as long as the last run took, so that it keeps at most half of its worker thread."""
+    settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = pace_from
+    runs, rests = _rerun_once(tenants, settings, monkeypatch, _burn_cpu)
     assert len(runs) == 2
     if paced:
         assert len(rests) == 1 and rests[0] >= 0.03
     else:
         assert rests == []
+
+
+def test_the_rest_is_as_long_as_the_recompute_took_on_the_clock_not_its_cpu(
+    tenants, settings, monkeypatch
+):
+    """In a storm a recompute waits for the interpreter lock, PostgreSQL and the cores far
+    longer than it computes (70 ms of CPU, 0.6 s on the clock): a rest as long as its CPU
+    barely spaced the reruns."""
+    settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = 0.02
+    runs, rests = _rerun_once(tenants, settings, monkeypatch, _wait)
+    assert len(runs) == 2
+    assert len(rests) == 1 and rests[0] >= 0.05
+
+
+def test_the_wait_for_the_decreases_answers_is_not_rested_again(tenants, settings, monkeypatch):
+    """A recompute that waited for stations to accept their decreases (up to
+    LOADMGMT_ACK_WAIT_SECONDS) did not load the worker meanwhile."""
+    from loadmgmt.recompute import Report
+
+    settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = 0.02
+    report = Report(tenants.a.pk, steps={"send_up": 60.0})
+    runs, rests = _rerun_once(tenants, settings, monkeypatch, _wait, report)
+    assert len(runs) == 2
+    assert rests == []
+
+
+def test_the_rest_is_at_most_half_a_cycle(tenants, settings, monkeypatch):
+    settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = 0.01
+    settings.LOADMGMT_CYCLE_SECONDS = 0.04
+    runs, rests = _rerun_once(tenants, settings, monkeypatch, _wait)
+    assert len(runs) == 2
+    assert rests == [0.02]
 
 
 def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tenants, booted):
