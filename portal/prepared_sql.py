@@ -16,6 +16,10 @@ Two shapes are covered, each built per database vendor on first use and cached:
 * ``update_rows`` / ``update_returning``: ``UPDATE <table> SET <fields> = %s … WHERE
   <field> = %s … [RETURNING <fields>]``, values prepared by their model fields as
   ``QuerySet.update`` does. PostgreSQL and SQLite (3.35+) both have RETURNING.
+* ``insert_returning_pk``: new instances of one model in one ``INSERT … RETURNING`` (what
+  ``bulk_create`` does for them, without building its query: a command row written for every
+  booting station cost 2.5 % of an ASGI process's CPU in a reconnect storm through
+  ``bulk_create``, docs/BENCHMARKS.md, session 14).
 
 ``IdQuery`` rows come back as the database gives them (a boolean is ``0``/``1`` on SQLite):
 callers convert what they read. ``update_returning`` converts JSON and booleans.
@@ -211,3 +215,48 @@ def returning_values(model: type[models.Model], names: tuple[str, ...], row: tup
             value = bool(value)
         out.append(value)
     return tuple(out)
+
+
+_INSERTS: dict[tuple[str, str], tuple[str, str, tuple]] = {}
+
+
+def insert_returning_pk(objs: Sequence[models.Model]) -> None:
+    """INSERT new instances of one model (with an auto-increment primary key) in one
+    statement and set their primary keys, as ``bulk_create`` does: every concrete field but
+    the key, each value as its field prepares it for saving (``pre_save``, then
+    ``get_db_prep_save``: ``auto_now_add``, JSON, foreign keys as their ids)."""
+    if not objs:
+        return
+    model = type(objs[0])
+    meta = model._meta
+    key = (meta.label, connection.vendor)
+    found = _INSERTS.get(key)
+    if found is None:
+        quote = connection.ops.quote_name
+        fields = tuple(f for f in meta.concrete_fields if not f.primary_key)
+        head = (
+            f"INSERT INTO {quote(meta.db_table)} "
+            f"({', '.join(quote(f.column) for f in fields)}) VALUES "
+        )
+        row = f"({', '.join(['%s'] * len(fields))})"
+        found = _INSERTS[key] = (head, row, fields)
+    head, row, fields = found
+    returning = connection.ops.quote_name(meta.pk.column)
+    # As many rows per statement as the database takes parameters (SQLite: 999 in older
+    # builds; PostgreSQL's protocol: 65,535).
+    size = max(1, min(connection.ops.bulk_batch_size(fields, objs), 65_535 // len(fields)))
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), size):
+            batch = objs[start : start + size]
+            params = [
+                field.get_db_prep_save(field.pre_save(obj, True), connection)
+                for obj in batch
+                for field in fields
+            ]
+            # Rows come back in the order of VALUES on PostgreSQL and SQLite, which
+            # bulk_create relies on as well.
+            cursor.execute(f"{head}{', '.join([row] * len(batch))} RETURNING {returning}", params)
+            for obj, (pk,) in zip(batch, cursor.fetchall(), strict=True):
+                obj.pk = pk
+                obj._state.adding = False
+                obj._state.db = connection.alias

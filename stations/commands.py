@@ -36,7 +36,7 @@ from ocpp.v16 import call as v16_call
 from portal.errors import DomainError
 from portal.layer import group_send, group_send_many
 from portal.models import User
-from portal.prepared_sql import IdQuery, update_returning
+from portal.prepared_sql import IdQuery, insert_returning_pk, update_returning
 from stations.live import station_event
 from stations.models import CommandStatus, ConfigurationKey, Station, StationCommand
 
@@ -463,7 +463,7 @@ def commands_send_bulk(
             command.finished_at = now
             command.error = "The station is not connected."
         commands.append(command)
-    StationCommand.objects.bulk_create(commands)
+    insert_returning_pk(commands)
     pending = [(c.station_id, c.pk) for c in commands if c.status == CommandStatus.PENDING]
 
     extra = {"spread": spread_seconds} if spread_seconds > 0 else {}

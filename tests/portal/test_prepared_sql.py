@@ -9,7 +9,7 @@ import pytest
 from django.db.models import Case, F, When
 from django.db.models.functions import Coalesce, Greatest
 
-from portal.prepared_sql import IdQuery, update_returning, update_rows
+from portal.prepared_sql import IdQuery, insert_returning_pk, update_returning, update_rows
 from stations.models import Connector, Station, StationCommand
 from tests.stations.factories import StationFactory
 
@@ -142,3 +142,48 @@ def test_update_returning_reads_the_row_as_the_model_gives_it(stations):
         extra="action = %s",
         extra_params=("Reset",),
     ) == ("accepted",)
+
+
+def test_insert_returning_pk_stores_what_bulk_create_would(stations, django_assert_num_queries):
+    """Defaults, JSON, a nullable JSON left as SQL NULL, foreign keys; primary keys set in
+    order; one statement."""
+    one, two, _ = stations
+    payload = {"connectorId": 1, "csChargingProfiles": {"stackLevel": 1, "limits": [6.0, 0]}}
+    objs = [
+        StationCommand(station=one, action="SetChargingProfile", payload=payload),
+        StationCommand(station=two, action="Reset", payload={"type": "Soft"}, status="offline"),
+        StationCommand(station=one, action="ClearCache", sent_at=WHEN),
+    ]
+    with django_assert_num_queries(1):
+        insert_returning_pk(objs)
+    assert all(o.pk is not None and not o._state.adding for o in objs)
+    assert objs[0].pk < objs[1].pk < objs[2].pk
+    stored = {c.pk: c for c in StationCommand.objects.filter(pk__in=[o.pk for o in objs])}
+    for obj in objs:
+        row = stored[obj.pk]
+        assert (row.station_id, row.action, row.payload, row.status, row.sent_at) == (
+            obj.station_id,
+            obj.action,
+            obj.payload,
+            obj.status,
+            obj.sent_at,
+        )
+        assert row.created_at == obj.created_at
+    assert StationCommand.objects.filter(pk=objs[0].pk, response__isnull=True).exists()
+    assert stored[objs[1].pk].station_id == two.pk and stored[objs[1].pk].status == "offline"
+
+
+def test_insert_returning_pk_splits_what_the_database_cannot_take_at_once(
+    stations, monkeypatch, django_assert_num_queries
+):
+    from django.db import connection
+
+    one, *_ = stations
+    monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
+    objs = [StationCommand(station=one, action="ClearCache", payload={"n": n}) for n in range(5)]
+    with django_assert_num_queries(3):
+        insert_returning_pk(objs)
+    assert [StationCommand.objects.get(pk=o.pk).payload for o in objs] == [
+        {"n": n} for n in range(5)
+    ]
+    insert_returning_pk([])  # nothing to do
