@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from celery import shared_task
 from django.conf import settings
@@ -26,6 +27,9 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from loadmgmt import conf
+
+if TYPE_CHECKING:
+    from loadmgmt.recompute import Report
 
 log = logging.getLogger(__name__)
 # The recompute lock is short and renewed while its holder runs: a worker killed mid-recompute
@@ -218,7 +222,7 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
     return report
 
 
-def rerun_rest(took: float, report) -> float:
+def rerun_rest(took: float, report: Report | None) -> float:
     """Seconds to rest before a rerun, after a recompute that took ``took`` seconds.
 
     As long as the recompute took, not counting its wait for the decreases' answers, once
@@ -229,8 +233,9 @@ def rerun_rest(took: float, report) -> float:
     long as its CPU barely spaced the reruns, and the organization was recomputed again
     and again for as long as the storm lasted, each time reading all its stations. Resting as
     long as it took, a recompute keeps at most about half of its thread's time, and the
-    events of the storm are merged into half as many recomputes (docs/BENCHMARKS.md, session
-    14). Small organizations (milliseconds) rerun without a pause."""
+    storm's events are merged into fewer recomputes (a quarter fewer in a 2,000-station storm,
+    the worker's CPU 25-30 % less; docs/BENCHMARKS.md, session 14). Small organizations
+    (milliseconds) rerun without a pause."""
     waited = report.steps.get("send_up", 0.0) / 1000 if report is not None else 0.0
     busy = took - waited
     if busy <= conf.rerun_pace_from_seconds():
