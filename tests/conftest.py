@@ -38,6 +38,19 @@ def pytest_configure(config):
     settings.OCPP_DB_THREADS = 1
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and before the test database is dropped, close the connection that
+    asgiref's thread for ``database_sync_to_async`` opened in async tests: nothing else
+    closes it, and PostgreSQL refuses to drop a database still in use ("is being accessed by
+    other users": a warning at the end of every run, the database left behind)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache():
     from django.core.cache import cache
