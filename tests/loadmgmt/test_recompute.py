@@ -598,7 +598,9 @@ def test_the_wait_for_the_decreases_answers_is_not_rested_again(tenants, setting
     from loadmgmt.recompute import Report
 
     settings.LOADMGMT_RERUN_PACE_FROM_SECONDS = 0.02
-    report = Report(tenants.a.pk, steps={"send_up": 60.0})
+    # The whole run was the wait (1 s recorded against a 0.05 s run: no margin to flake on a
+    # loaded machine); without subtracting it, the 0.05 s run would be rested.
+    report = Report(tenants.a.pk, steps={"send_up": 1000.0})
     runs, rests = _rerun_once(tenants, settings, monkeypatch, _wait, report)
     assert len(runs) == 2
     assert rests == []
