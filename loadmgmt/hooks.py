@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs
 from loadmgmt.profiles import fail_safe_payload
+from loadmgmt.selectors import group_engine_id
 from loadmgmt.tasks import recompute_soon
 from portal.prepared_sql import IdQuery
 from stations import events
@@ -27,6 +28,7 @@ from stations.events import StationEvent
 _MEMBERSHIP = IdQuery(
     lambda station_id: LoadGroupMember.objects.filter(station_id=station_id).values_list(
         "group__organization_id",
+        "group_id",
         "group__failure_action",
         "station__online",
         "station__load_limits__fail_safe_current",
@@ -81,7 +83,7 @@ def station_event(event: StationEvent) -> None:
     member = _MEMBERSHIP.first(event.station_id)
     if member is None:
         return
-    organization_id, failure_action, online, fail_safe_current = member
+    organization_id, group_id, failure_action, online, fail_safe_current = member
     if event.kind in (events.BOOT, events.ONLINE):
         _LEASES_FORGET.execute(event.station_id)
     if event.kind == events.BOOT:
@@ -89,7 +91,8 @@ def station_event(event: StationEvent) -> None:
         _fail_safe_send(event.station_id, bool(online), current)
     if event.kind == events.INPUTS:
         _inputs_record(event)
-    recompute_soon(organization_id)
+    # Only the station's tree is planned again (recompute.scope_resolve).
+    recompute_soon(organization_id, group_engine_id(group_id))
 
 
 def _fail_safe_send(station_id: int, online: bool, current: int) -> None:

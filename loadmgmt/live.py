@@ -1,8 +1,9 @@
 """The live view of load management: per node and phase the load against the limit, each
 connector's setpoint, phases and reason, and a chart of the last hours.
 
-The recompute builds the summary (``summary_build``) from its plan, keeps it in the cache for
-page loads and pushes the rendered fragment to the organization's browsers.
+The recompute builds the rows of the trees it planned (``trees_build``), keeps them in the
+cache per tree (a recompute of some trees replaces only theirs) and pushes the rendered
+fragment to the organization's browsers; ``summary_get`` puts the trees together for a page.
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ CHART_W, CHART_H = 600, 120
 PHASE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")
 
 
-def _key(organization_id: int) -> str:
-    return f"loadmgmt:live:{organization_id}"
+def _index_key(organization_id: int) -> str:
+    return f"loadmgmt:live-trees:{organization_id}"
+
+
+def _tree_key(organization_id: int, root: str) -> str:
+    return f"loadmgmt:live-tree:{organization_id}:{root}"
+
+
+# Kept a day: the page shows the last plan even while the worker is down (it says when).
+KEEP_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -90,6 +99,8 @@ class ConnectorRow:
 
 @dataclass
 class Summary:
+    """What the page shows: every tree's rows put together."""
+
     time: str
     nodes: list[NodeRow] = field(default_factory=list)
     connectors: list[ConnectorRow] = field(default_factory=list)
@@ -98,30 +109,68 @@ class Summary:
     more_nodes: int = 0
 
 
-def summary_build(
+@dataclass
+class TreeRows:
+    """The live rows of one tree (a root node, or a group under no node, with everything
+    below it), stored on its own so that a recompute of some trees replaces only theirs."""
+
+    root: str
+    #: The tree's place among the others (nodes before groups, then by name).
+    order: tuple
+    at: datetime
+    nodes: list[NodeRow]
+    #: Its first MAX_CONNECTOR_ROWS connectors in the table's order, as plain tuples (cheap
+    #: to store: a large organization's trees hold thousands): see ``_connector_row``.
+    connectors: list[tuple]
+    connector_count: int
+    warnings: list[str]
+
+
+# Not answering first, then charging and waiting cars, then the rest.
+_RANK = {"offline": 1, "charge": 2, "queued": 2, "shed": 3, "reserved": 3}
+
+
+def trees_build(
     organization_id: int,
     nodes: list[engine.Node],
+    roots: dict[str, str],
     plan: engine.Plan,
     states: dict[str, ConnectorSetpoint],
+    station_trees: dict[str, str],
     station_labels: dict[int, str],
     now: datetime,
-) -> Summary:
+) -> dict[str, TreeRows]:
+    """The rows of every tree in ``nodes`` (``roots``: node id → its tree's root;
+    ``station_trees``: engine station id → its tree's root)."""
     parents = {n.id: n.parent for n in nodes}
+    by_id = {n.id: n for n in nodes}
 
     def depth(node_id: str) -> int:
         d, p = 0, parents.get(node_id)
-        while p is not None:
+        while p is not None and d < len(parents):
             d, p = d + 1, parents.get(p)
         return d
 
+    trees = {
+        root: TreeRows(
+            root=root,
+            order=(root[0] != "n", by_id[root].label, root),
+            at=now,
+            nodes=[],
+            connectors=[],
+            connector_count=0,
+            warnings=[],
+        )
+        for root in set(roots.values())
+        if root in by_id
+    }
     since = _shed_since(organization_id)
-    order = _tree_order(nodes)
-    summary = Summary(time=timezone.localtime(now).strftime("%H:%M:%S"))
-    for node in order:
+    for node in _tree_order(nodes):
         load = plan.nodes.get(node.id)
-        if load is None:
+        tree = trees.get(roots.get(node.id, ""))
+        if load is None or tree is None:
             continue
-        summary.nodes.append(
+        tree.nodes.append(
             NodeRow(
                 key=node.id,
                 name=node.label,
@@ -136,44 +185,90 @@ def summary_build(
                 shed_since=since.get(node.id, ""),
             )
         )
-    # Not answering first, then charging and waiting cars, then the rest.
-    rank = {"offline": 1, "charge": 2, "queued": 2, "shed": 3, "reserved": 3}
-    ordered = sorted(
-        states.values(),
-        key=lambda st: (
-            0 if st.unresponsive_since is not None else rank.get(st.decision, 4),
-            st.station_id,
-            st.connector_id,
-        ),
+    per_tree: dict[str, list[tuple]] = {}
+    for sid, state in states.items():
+        tree = station_trees.get(sid)
+        if tree in trees:
+            per_tree.setdefault(tree, []).append(_connector_tuple(state, station_labels))
+    for root, rows in per_tree.items():
+        rows.sort(key=_row_order)
+        trees[root].connector_count = len(rows)
+        trees[root].connectors = rows[:MAX_CONNECTOR_ROWS]
+    for warning, node_id in zip(plan.warnings, plan.warning_nodes, strict=False):
+        tree = trees.get(roots.get(node_id, ""))
+        if tree is not None:
+            tree.warnings.append(warning)
+    return trees
+
+
+def _connector_tuple(state: ConnectorSetpoint, station_labels: dict[int, str]) -> tuple:
+    unresponsive = state.unresponsive_since is not None
+    return (
+        (0 if unresponsive else _RANK.get(state.decision, 4), state.station_id, state.connector_id),
+        station_labels.get(state.station_id, str(state.station_id)),
+        state.connector_id,
+        state.decision,
+        state.target_current,
+        state.target_phases,
+        state.accepted_current,
+        state.accepted_phases,
+        state.reason,
+        unresponsive,
+        unresponsive and state.unresponsive_status in REFUSED,
     )
-    summary.more_connectors = max(0, len(ordered) - MAX_CONNECTOR_ROWS)
-    if len(summary.nodes) > MAX_NODE_ROWS:
-        summary.more_nodes = len(summary.nodes) - MAX_NODE_ROWS
-        summary.nodes = summary.nodes[:MAX_NODE_ROWS]
-    for state in ordered[:MAX_CONNECTOR_ROWS]:
-        accepted = (
-            f"{state.accepted_current} A × {state.accepted_phases}"
-            if state.accepted_current is not None
-            else "–"
-        )
-        summary.connectors.append(
-            ConnectorRow(
-                station=station_labels.get(state.station_id, str(state.station_id)),
-                connector_id=state.connector_id,
-                decision=state.decision,
-                current=state.target_current,
-                phases=state.target_phases,
-                power_kw=round(
-                    state.target_current * state.target_phases * PHASE_VOLTAGE / 1000, 1
-                ),
-                accepted=accepted,
-                reason=state.reason,
-                unresponsive=state.unresponsive_since is not None,
-                refuses=state.unresponsive_since is not None
-                and state.unresponsive_status in REFUSED,
-            )
-        )
-    summary.warnings = list(plan.warnings)
+
+
+def _row_order(row: tuple) -> tuple:
+    return row[0]
+
+
+def _connector_row(row: tuple) -> ConnectorRow:
+    (
+        _order,
+        station,
+        connector_id,
+        decision,
+        current,
+        phases,
+        accepted_current,
+        accepted_phases,
+        reason,
+        unresponsive,
+        refuses,
+    ) = row
+    return ConnectorRow(
+        station=station,
+        connector_id=connector_id,
+        decision=decision,
+        current=current,
+        phases=phases,
+        power_kw=round(current * phases * PHASE_VOLTAGE / 1000, 1),
+        accepted=f"{accepted_current} A × {accepted_phases}"
+        if accepted_current is not None
+        else "–",
+        reason=reason,
+        unresponsive=unresponsive,
+        refuses=refuses,
+    )
+
+
+def summary_assemble(trees: list[TreeRows]) -> Summary | None:
+    """The page's summary from the trees' rows (None before the first recompute)."""
+    if not trees:
+        return None
+    trees = sorted(trees, key=lambda t: t.order)
+    at = max(t.at for t in trees)
+    summary = Summary(time=timezone.localtime(at).strftime("%H:%M:%S"))
+    nodes = [row for t in trees for row in t.nodes]
+    summary.more_nodes = max(0, len(nodes) - MAX_NODE_ROWS)
+    summary.nodes = nodes[:MAX_NODE_ROWS]
+    # Each tree keeps its first MAX_CONNECTOR_ROWS, so the first of all are among them.
+    rows = sorted((row for t in trees for row in t.connectors), key=_row_order)
+    summary.connectors = [_connector_row(row) for row in rows[:MAX_CONNECTOR_ROWS]]
+    summary.more_connectors = max(
+        0, sum(t.connector_count for t in trees) - len(summary.connectors)
+    )
+    summary.warnings = [w for t in trees for w in t.warnings]
     return summary
 
 
@@ -270,12 +365,28 @@ def chart(organization_id: int, now: datetime | None = None) -> list[dict]:
     return out
 
 
-def summary_store(organization_id: int, summary: Summary) -> None:
-    cache.set(_key(organization_id), summary, timeout=24 * 3600)
+def trees_store(organization_id: int, trees: dict[str, TreeRows], whole: bool) -> None:
+    """Keep the trees' rows for page loads. ``whole``: these are all the organization's
+    trees (a tree deleted since is dropped from the index); else they replace their own
+    and join the index if they are new."""
+    cache.set_many(
+        {_tree_key(organization_id, root): rows for root, rows in trees.items()},
+        timeout=KEEP_SECONDS,
+    )
+    index_key = _index_key(organization_id)
+    if whole:
+        cache.set(index_key, sorted(trees), timeout=KEEP_SECONDS)
+        return
+    index = cache.get(index_key) or []
+    missing = sorted(set(trees) - set(index))
+    if missing:
+        cache.set(index_key, index + missing, timeout=KEEP_SECONDS)
 
 
 def summary_get(organization_id: int) -> Summary | None:
-    return cache.get(_key(organization_id))
+    index = cache.get(_index_key(organization_id)) or []
+    stored = cache.get_many([_tree_key(organization_id, root) for root in index])
+    return summary_assemble(list(stored.values()))
 
 
 def _pushed_key(organization_id: int) -> str:
@@ -286,8 +397,9 @@ def _trailing_key(organization_id: int) -> str:
     return f"loadmgmt:live-trailing:{organization_id}"
 
 
-def publish(organization, summary: Summary, data: dict) -> None:
-    """Keep the summary for page loads and push it to the organization's browsers.
+def publish(organization, trees: dict[str, TreeRows], whole: bool, data: dict) -> None:
+    """Keep the trees' rows for page loads and push the summary to the organization's
+    browsers (``whole``: ``trees`` are all of them).
 
     Rendering the table costs about as much as the recompute's reads, and a car's arrival
     causes several recomputes within a second: the first change is pushed at once, later
@@ -296,11 +408,12 @@ def publish(organization, summary: Summary, data: dict) -> None:
     from loadmgmt import conf
     from loadmgmt.tasks import eager, loadmgmt_live_push
 
-    summary_store(organization.pk, summary)
+    trees_store(organization.pk, trees, whole)
     if not watched(organization.pk):
-        return  # a page loaded later reads the stored summary
+        return  # a page loaded later reads the stored rows
     interval = conf.live_push_seconds()
     if interval <= 0 or eager() or cache.add(_pushed_key(organization.pk), 1, timeout=interval):
+        summary = summary_assemble(list(trees.values())) if whole else summary_get(organization.pk)
         _push(organization, summary, data)
     elif cache.add(_trailing_key(organization.pk), 1, timeout=interval + 30):
         loadmgmt_live_push.apply_async((organization.pk,), countdown=interval)

@@ -18,6 +18,13 @@
 4. **Record** targets, reasons and the node loads (samples for the chart) and push the live
    view.
 
+A recompute covers the whole organization or only some of its trees (``scope_resolve``): a
+tree is a root node, or a group under no node, with everything below it. Trees share no
+fuse, so the plan of one depends on nothing outside it, and an event (a car, a boot) needs
+only its own tree planned again; at a site of a hundred separate lines a station's event
+then reads twenty stations instead of two thousand. The periodic cycle recomputes the whole
+organization (lease renewals, time-outs, stale meters, the chart's samples).
+
 The caller holds the organization's lock (``tasks.recompute_locked``): one recompute per
 organization at a time. Every step is idempotent: running it twice sends nothing new.
 """
@@ -54,6 +61,7 @@ from loadmgmt.models import (
     StationInputs,
     StationLimits,
 )
+from loadmgmt.tasks import WHOLE
 from portal.models import Organization
 from stations.commands import commands_send_bulk
 from stations.models import (
@@ -98,6 +106,9 @@ def engine_id(station_id: int, connector_id: int) -> str:
 @dataclass
 class Report:
     organization_id: int
+    #: Whether it covered the whole organization (else only the trees of ``parts``).
+    whole: bool = True
+    trees: int = 0
     stations: int = 0
     sent_decreases: int = 0
     sent_increases: int = 0
@@ -215,14 +226,16 @@ def may_apply(
 # --- 2. inputs -----------------------------------------------------------------------------
 
 
-def _group_shedding(organization: Organization) -> dict[str, tuple[engine.ShedMode, str]]:
+def _group_shedding(
+    organization: Organization, group_ids: list[int] | None = None
+) -> dict[str, tuple[engine.ShedMode, str]]:
     """Groups shed by one of their stations' inputs: engine node id → (mode, who)."""
-    wired = {
-        lim.station_id: lim
-        for lim in StationLimits.objects.for_tenant(organization).exclude(
-            shedding_inputs=SheddingInputs.NONE
-        )
-    }
+    limits = StationLimits.objects.for_tenant(organization).exclude(
+        shedding_inputs=SheddingInputs.NONE
+    )
+    if group_ids is not None:
+        limits = limits.filter(station__load_group_member__group_id__in=group_ids)
+    wired = {lim.station_id: lim for lim in limits}
     if not wired:
         return {}
     shed: dict[str, tuple[engine.ShedMode, str]] = {}
@@ -298,25 +311,38 @@ def inputs_build(
     organization: Organization,
     now: datetime,
     existing: dict[tuple[int, int], ConnectorSetpoint] | None = None,
+    *,
+    nodes: list[engine.Node] | None = None,
+    group_ids: list[int] | None = None,
 ) -> Inputs:
-    settings = selectors.engine_station_settings(organization)
-    shed = _group_shedding(organization)
+    """The engine's inputs for the whole organization, or (``group_ids``) for the trees of
+    these groups, whose engine ``nodes`` the caller read (``scope_resolve``)."""
+    settings = selectors.engine_station_settings(organization, group_ids=group_ids)
+    shed = _group_shedding(organization, group_ids)
+    if nodes is None:
+        nodes = selectors.engine_nodes(organization, now=now)
     nodes = [
         dataclasses.replace(n, shed=shed[n.id][0], shed_source=shed[n.id][1])
         if n.id in shed and n.shed is engine.ShedMode.NONE
         else n
-        for n in selectors.engine_nodes(organization, now=now)
+        for n in nodes
     ]
-    failure = dict(LoadGroup.objects.for_tenant(organization).values_list("pk", "failure_action"))
+    groups = LoadGroup.objects.for_tenant(organization)
+    if group_ids is not None:
+        groups = groups.filter(pk__in=group_ids)
+    failure = dict(groups.values_list("pk", "failure_action"))
     # The grouped stations by a join, not by a list of their ids: at 10,000 stations
     # building and sending 10,000 parameters per query cost more than the plan. Plain
     # tuples, not model instances, for the same reason.
-    grouped = {"station__load_group_member__group__organization": organization}
+    grouped = _grouped(organization, group_ids)
+    rows = Station.objects.filter(organization=organization)
+    if group_ids is None:
+        rows = rows.filter(load_group_member__isnull=False)
+    else:
+        rows = rows.filter(load_group_member__group_id__in=group_ids)
     station_rows = {
         row[0]: StationRow(*row)
-        for row in Station.objects.filter(
-            organization=organization, load_group_member__isnull=False
-        ).values_list("pk", "online", "name", "charge_point_id", "auth_mode")
+        for row in rows.values_list("pk", "online", "name", "charge_point_id", "auth_mode")
     }
     connectors = list(
         Connector.objects.filter(**grouped)
@@ -424,6 +450,43 @@ def inputs_build(
     nodes = other_load_held(organization.pk, nodes, stations, now)
     fail_safes = {st.id: st.fail_safe_current for st in stations}
     return Inputs(nodes, stations, states, station_rows, keep_last, fail_safes)
+
+
+def _grouped(organization: Organization, group_ids: list[int] | None) -> dict:
+    """The filter of rows belonging to a grouped station (of these groups)."""
+    if group_ids is None:
+        return {"station__load_group_member__group__organization": organization}
+    return {"station__load_group_member__group_id__in": group_ids}
+
+
+def scope_resolve(
+    nodes: list[engine.Node], parts: Iterable[str] | None
+) -> tuple[list[engine.Node], list[int] | None]:
+    """The engine nodes of the trees the ``parts`` (engine ids of groups and nodes, as the
+    events marked them) belong to, and the ids of those trees' groups; all the nodes and
+    ``None`` for the whole organization (``parts`` None or holding ``tasks.WHOLE``, or
+    covering every tree). Parts that no longer exist (deleted meanwhile) are left out."""
+    if parts is None or WHOLE in parts:
+        return nodes, None
+    root_of = tree_roots(nodes)
+    roots = {root_of[part] for part in parts if part in root_of}
+    chosen = [n for n in nodes if root_of[n.id] in roots]
+    if len(chosen) == len(nodes):
+        return nodes, None
+    return chosen, [int(n.id[1:]) for n in chosen if n.id.startswith("g")]
+
+
+def tree_roots(nodes: list[engine.Node]) -> dict[str, str]:
+    """Engine node id → the id of the root of its tree."""
+    parent = {n.id: n.parent for n in nodes}
+    out: dict[str, str] = {}
+    for n in nodes:
+        node_id, steps = n.id, 0
+        # Bounded: the configuration forbids cycles, but a bad row must not hang the worker.
+        while parent.get(node_id) is not None and steps < len(parent):
+            node_id, steps = parent[node_id], steps + 1
+        out[n.id] = node_id
+    return out
 
 
 def _other_key(organization_id: int) -> str:
@@ -616,19 +679,29 @@ def renew_below(station_id: int, connector_id: int) -> float:
     return conf.lease_seconds() * (0.4 + 0.2 * spread)
 
 
-def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
+def recompute(
+    organization_id: int, *, now: datetime | None = None, parts: Iterable[str] | None = None
+) -> Report:
+    """Recompute the organization, or only the trees of ``parts`` (engine ids of groups and
+    nodes; None or ``tasks.WHOLE``: everything)."""
     started = time.monotonic()
     now = now or timezone.now()
     report = Report(organization_id)
     organization = Organization.objects.get(pk=organization_id)
-    existing = {
-        (s.station_id, s.connector_id): s
-        for s in ConnectorSetpoint.objects.filter(station__organization_id=organization_id)
-    }
+    nodes, group_ids = scope_resolve(selectors.engine_nodes(organization, now=now), parts)
+    report.whole = group_ids is None
+    if not report.whole and not nodes:
+        return report  # the parts are gone (deleted meanwhile): nothing to plan
+    if report.whole:
+        # With the states of stations no longer in a group: their answers are still folded.
+        setpoints = ConnectorSetpoint.objects.filter(station__organization_id=organization_id)
+    else:
+        setpoints = ConnectorSetpoint.objects.filter(**_grouped(organization, group_ids))
+    existing = {(s.station_id, s.connector_id): s for s in setpoints}
     _remember(existing.values())
     acknowledgements_record(existing.values(), now)
     tick = report.mark("acks", started)
-    inputs = inputs_build(organization, now, existing)
+    inputs = inputs_build(organization, now, existing, nodes=nodes, group_ids=group_ids)
     tick = report.mark("inputs", tick)
     report.stations = len(inputs.stations)
     if not inputs.stations and not inputs.nodes:
@@ -705,11 +778,17 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
         tick = report.mark("renew", tick)
     if decreases or increases or renewals or retries:
         _save(states.values())  # changed rows only: the answers folded since the first save
-    _samples_record(organization, inputs.nodes, plan, now)
+    if report.whole:
+        # From the whole organization only: the chart needs every node's sample at once (the
+        # last sample's time decides when the next is due), and the cycle comes often enough.
+        _samples_record(organization, inputs.nodes, plan, now)
+    roots = tree_roots(inputs.nodes)
+    report.trees = len(set(roots.values()))
     report.seconds = time.monotonic() - started
     log.info(
-        "org %s: %d stations, %d down, %d up%s, %d renewed, %.0f ms %s",
+        "org %s%s: %d stations, %d down, %d up%s, %d renewed, %.0f ms %s",
         organization_id,
+        "" if report.whole else f" ({report.trees} trees)",
         report.stations,
         report.sent_decreases,
         report.sent_increases,
@@ -718,17 +797,20 @@ def recompute(organization_id: int, *, now: datetime | None = None) -> Report:
         report.seconds * 1000,
         report.steps,
     )
-    summary = live.summary_build(
+    trees = live.trees_build(
         organization_id,
         inputs.nodes,
+        roots,
         plan,
         states,
+        {st.id: roots.get(st.parent, "") for st in inputs.stations},
         {pk: s.label for pk, s in inputs.station_rows.items()},
         now,
     )
     live.publish(
         organization,
-        summary,
+        trees,
+        report.whole,
         {
             "stations": report.stations,
             "decreases": report.sent_decreases,

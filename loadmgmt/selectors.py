@@ -176,12 +176,12 @@ def tree_for(organization: Organization, *, now: datetime) -> Tree:
 # --- the engine's inputs ------------------------------------------------------------------
 
 
-def node_engine_id(node: TreeNode) -> str:
-    return f"n{node.pk}"
+def node_engine_id(node_id: int) -> str:
+    return f"n{node_id}"
 
 
-def group_engine_id(group: LoadGroup) -> str:
-    return f"g{group.pk}"
+def group_engine_id(group_id: int) -> str:
+    return f"g{group_id}"
 
 
 _SHED = {
@@ -202,7 +202,7 @@ def engine_nodes(organization: Organization, *, now: datetime) -> list[engine.No
         fb = node.fallback_limit
         out.append(
             engine.Node(
-                node_engine_id(node),
+                node_engine_id(node.pk),
                 f"n{node.parent_id}" if node.parent_id else None,
                 tuple(float(x) for x in node.limits),
                 name=node.name,
@@ -221,7 +221,7 @@ def engine_nodes(organization: Organization, *, now: datetime) -> list[engine.No
     for group in LoadGroup.objects.for_tenant(organization):
         out.append(
             engine.Node(
-                group_engine_id(group),
+                group_engine_id(group.pk),
                 f"n{group.node_id}" if group.node_id else None,
                 (float(group.max_current),) * 3,
                 name=group.name,
@@ -230,15 +230,19 @@ def engine_nodes(organization: Organization, *, now: datetime) -> list[engine.No
     return out
 
 
-def engine_station_settings(organization: Organization) -> dict[int, dict]:
-    """Per grouped station (by pk), the engine ``Station`` keyword arguments from its
-    configuration: parent, rotation, limits, phase switching, fail-safe, priority.
+def engine_station_settings(
+    organization: Organization, *, group_ids: list[int] | None = None
+) -> dict[int, dict]:
+    """Per grouped station (by pk; of these groups only), the engine ``Station`` keyword
+    arguments from its configuration: parent, rotation, limits, phase switching, fail-safe,
+    priority.
 
     Plain rows (no model instances): the recompute calls this for every station of an
     organization on every cycle."""
-    members = LoadGroupMember.objects.filter(group__organization=organization).values_list(
-        "station_id", "group_id"
-    )
+    members = LoadGroupMember.objects.filter(group__organization=organization)
+    if group_ids is not None:
+        members = members.filter(group_id__in=group_ids)
+    members = members.values_list("station_id", "group_id")
     fields = (
         "station_id",
         "phase_rotation",
@@ -249,12 +253,12 @@ def engine_station_settings(organization: Organization) -> dict[int, dict]:
         "fail_safe_current",
         "priority",
     )
-    limits = {
-        row[0]: row
-        for row in StationLimits.objects.for_tenant(organization)
-        .filter(station__load_group_member__isnull=False)
-        .values_list(*fields)
-    }
+    limits = StationLimits.objects.for_tenant(organization)
+    if group_ids is None:
+        limits = limits.filter(station__load_group_member__isnull=False)
+    else:
+        limits = limits.filter(station__load_group_member__group_id__in=group_ids)
+    limits = {row[0]: row for row in limits.values_list(*fields)}
     default = StationLimits()
     fallback = (None, *(getattr(default, f) for f in fields[1:]))
     rotations = {value: PhaseRotation.to_engine(value) for value in PhaseRotation.values}

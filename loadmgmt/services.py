@@ -2,7 +2,8 @@
 
 Field errors are raised as ``django.core.exceptions.ValidationError({field: [message]})`` (the
 pages put them next to the field, the API answers 400 with them). Every change ends with
-``tree_changed`` after commit: the one place where the recompute will be triggered.
+``tree_changed`` after commit (a meter reading: ``meter_read``): the places where the
+recompute is triggered.
 """
 
 from __future__ import annotations
@@ -49,13 +50,23 @@ MQTT_TOPIC_PREFIX = "chargeportal/meters/"
 
 
 def tree_changed(organization_id: int, node_id: int | None) -> None:
-    """Called (after commit) on every configuration change and every meter reading: a
-    debounced recompute of the organization's tree (``node_id``: the node whose meter or
-    configuration changed, ``None`` for a station or the whole tree). Cheap: readings call it
-    for every message."""
+    """Called (after commit) on every configuration change: a debounced recompute of the
+    whole organization (``node_id``: the node whose configuration changed, ``None`` for a
+    station or the whole tree). Whole, because a change may move a node, a group or a
+    station from one tree to another."""
     from loadmgmt.tasks import recompute_soon
 
     recompute_soon(organization_id)
+
+
+def meter_read(organization_id: int, node_id: int) -> None:
+    """Called (after commit) on every meter reading: a debounced recompute of the tree the
+    node belongs to (a reading changes no other tree's budget). Cheap: readings call it for
+    every message."""
+    from loadmgmt.selectors import node_engine_id
+    from loadmgmt.tasks import recompute_soon
+
+    recompute_soon(organization_id, node_engine_id(node_id))
 
 
 def _changed(organization_id: int, node_id: int | None = None) -> None:
@@ -547,7 +558,8 @@ def meter_reading_record(
             last_power_w=power_w,
             last_reading_at=time,
         )
-    _changed(meter.node.organization_id, meter.node_id)  # callers select_related("node")
+    organization_id, node_id = meter.node.organization_id, meter.node_id  # node selected
+    transaction.on_commit(lambda: meter_read(organization_id, node_id))
     return reading
 
 

@@ -1,14 +1,18 @@
 """Recompute triggers and periodic work of live load management.
 
-* ``recompute_soon(org)``: debounced — a burst of events gives one recompute. With a broker
-  (Redis) a Celery task is scheduled a moment later; on the embedded default the organization
-  is marked due and the in-process beat (``loadmgmt-due``, every second) runs it.
+* ``recompute_soon(org, part)``: debounced — a burst of events gives one recompute. With a
+  broker (Redis) a Celery task is scheduled a moment later; on the embedded default the
+  organization is marked due and the in-process beat (``loadmgmt-due``, every second) runs it.
+  ``part`` names the group or node the event concerns: the recompute then covers only the
+  trees of the parts marked since the last one (``recompute.scope_resolve``), not the whole
+  organization.
 * ``recompute_locked(org)``: one recompute per organization at a time (a cache lock, Redis in
   production, and on PostgreSQL an advisory lock held for the whole recompute: see
   ``_advisory_try_lock``); an event that arrives while one runs marks the organization dirty
   and the running one goes again at once, so the change is never lost and waits for no timer.
 * ``loadmgmt_cycle``: every ``LOADMGMT_CYCLE_SECONDS`` every organization with groups is
-  recomputed (leases renewed, stale meters noticed) even without events.
+  recomputed whole (leases renewed, stale meters noticed, chart samples taken) even without
+  events.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -40,7 +45,13 @@ LOCK_SECONDS = 15
 LOCK_RENEW_SECONDS = 5
 DIRTY_SECONDS = 120
 SCHEDULED_SECONDS = 30
-_due: set[int] = set()
+# What a recompute covers, as marked by the events: the engine ids of the groups and nodes
+# they concern ("g12", "n3"), or WHOLE for the whole organization (configuration changes, the
+# cycle, a caller that names nothing).
+WHOLE = "*"
+WHOLE_ORGANIZATION = frozenset({WHOLE})
+# Embedded default: organization → the parts marked due.
+_due: dict[int, set[str]] = {}
 _due_lock = threading.Lock()
 
 
@@ -58,35 +69,92 @@ def eager() -> bool:
 
 
 def _dirty_key(organization_id: int) -> str:
-    return f"loadmgmt:dirty:{organization_id}"
+    # A set of parts (a new name: before session 15 the mark was a plain value, and a set
+    # command on a key left over from an older version would fail).
+    return f"loadmgmt:dirty-parts:{organization_id}"
 
 
-def recompute_soon(organization_id: int) -> None:
-    """Ask for a recompute of the organization (cheap: called on the OCPP path)."""
+def recompute_soon(organization_id: int, part: str = WHOLE) -> None:
+    """Ask for a recompute of the organization (cheap: called on the OCPP path). ``part``:
+    the engine id of the group or node the change concerns (its tree is recomputed), or
+    ``WHOLE``."""
     if eager():
         with _due_lock:
-            _due.add(organization_id)
+            _due.setdefault(organization_id, set()).add(part)
         return
     # "Something changed": a recompute running now sees it and runs once more.
-    if _mark_dirty_and_claim_schedule(organization_id):
+    if _mark_dirty_and_claim_schedule(organization_id, part):
         _schedule_task(organization_id)
 
 
-def _mark_dirty_and_claim_schedule(organization_id: int) -> bool:
-    """``cache.set`` of the dirty mark and ``cache.add`` of the scheduled mark; with Redis in
-    one round trip (this runs on the OCPP path for every station event: a reconnect storm
-    sends several per station). True if no recompute was scheduled yet."""
-    dirty, scheduled = _dirty_key(organization_id), _scheduled_key(organization_id)
+def _redis():
+    """The Redis client behind the cache, or None (tests without services use locmem)."""
     redis_cache = getattr(cache, "_cache", None)
-    if not hasattr(redis_cache, "get_client"):  # not Redis (tests without services)
-        cache.set(dirty, 1, timeout=DIRTY_SECONDS)
-        return cache.add(scheduled, 1, timeout=SCHEDULED_SECONDS)
-    # Django's RedisCache stores integers as they are (no pickling), so cache.get reads
-    # these; the keys carry the cache's prefix and version as cache.set would give them.
-    pipe = redis_cache.get_client(write=True).pipeline(transaction=False)
-    pipe.set(cache.make_and_validate_key(dirty), 1, ex=DIRTY_SECONDS)
-    pipe.set(cache.make_and_validate_key(scheduled), 1, ex=SCHEDULED_SECONDS, nx=True)
-    return bool(pipe.execute()[1])
+    return redis_cache.get_client(write=True) if hasattr(redis_cache, "get_client") else None
+
+
+def _mark_dirty_and_claim_schedule(organization_id: int, part: str) -> bool:
+    """Add the part to the dirty set and ``cache.add`` the scheduled mark; with Redis in one
+    round trip (this runs on the OCPP path for every station event: a reconnect storm sends
+    several per station). True if no recompute was scheduled yet."""
+    client = _redis()
+    if client is None:
+        _dirty_mark(organization_id, {part})
+        return cache.add(_scheduled_key(organization_id), 1, timeout=SCHEDULED_SECONDS)
+    key = cache.make_and_validate_key(_dirty_key(organization_id))
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(key, part)
+    pipe.expire(key, DIRTY_SECONDS)
+    # Django's RedisCache stores integers as they are (no pickling), so cache.add and
+    # cache.delete work on this key too; the keys carry the cache's prefix and version as
+    # cache.set would give them.
+    pipe.set(
+        cache.make_and_validate_key(_scheduled_key(organization_id)),
+        1,
+        ex=SCHEDULED_SECONDS,
+        nx=True,
+    )
+    return bool(pipe.execute()[2])
+
+
+def _dirty_mark(organization_id: int, parts: Iterable[str]) -> None:
+    parts = set(parts)
+    client = _redis()
+    if client is None:
+        # Not atomic: only tests without services and single-process set-ups come here.
+        key = _dirty_key(organization_id)
+        cache.set(key, (cache.get(key) or set()) | parts, timeout=DIRTY_SECONDS)
+        return
+    key = cache.make_and_validate_key(_dirty_key(organization_id))
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(key, *parts)
+    pipe.expire(key, DIRTY_SECONDS)
+    pipe.execute()
+
+
+def _dirty_take(organization_id: int) -> set[str]:
+    """The parts marked since the last take, unmarked in the same step (a mark added after
+    it waits for the next take)."""
+    client = _redis()
+    if client is None:
+        key = _dirty_key(organization_id)
+        parts = cache.get(key) or set()
+        cache.delete(key)
+        return set(parts)
+    key = cache.make_and_validate_key(_dirty_key(organization_id))
+    pipe = client.pipeline(transaction=True)
+    pipe.smembers(key)
+    pipe.delete(key)
+    members = pipe.execute()[0]
+    return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+
+def dirty(organization_id: int) -> bool:
+    """Whether a change is marked that no recompute has taken yet."""
+    client = _redis()
+    if client is None:
+        return bool(cache.get(_dirty_key(organization_id)))
+    return bool(client.exists(cache.make_and_validate_key(_dirty_key(organization_id))))
 
 
 def _schedule(organization_id: int) -> None:
@@ -168,10 +236,20 @@ class _LockRenewer(threading.Thread):
         self._stopped.set()
 
 
-def recompute_locked(organization_id: int, *, scheduled: bool = False):
+def recompute_locked(
+    organization_id: int,
+    *,
+    scheduled: bool = False,
+    parts: Iterable[str] | None = WHOLE_ORGANIZATION,
+):
     """Recompute unless another worker is at it; the one holding the lock runs again while
     changes keep coming (up to MAX_RERUNS times, then the next trigger or cycle takes over),
     so an event during a recompute waits for no timer.
+
+    ``parts``: what to recompute besides the parts marked dirty (each run takes the marks
+    made before it): the whole organization by default; ``None`` for the task that
+    ``recompute_soon`` scheduled, which recomputes what its events marked (and nothing when
+    another holder took the marks meanwhile and recomputed them).
 
     ``scheduled``: called by the task ``recompute_soon`` scheduled, whose mark
     (``_scheduled_key``) stays set while it runs: the events meanwhile only mark the
@@ -182,10 +260,11 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
     event schedules the next task itself."""
     from loadmgmt.recompute import recompute
 
+    asked = set(parts or ())
     token = uuid.uuid4().hex
     lock = _lock_key(organization_id)
     if not cache.add(lock, token, timeout=LOCK_SECONDS):
-        return _held_elsewhere(organization_id, scheduled)
+        return _held_elsewhere(organization_id, scheduled, asked)
     try:
         advisory = _advisory_try_lock(organization_id)
     except BaseException:
@@ -194,17 +273,21 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
         raise
     if not advisory:  # the cache lost the holder's lock (a Redis restart): it still runs
         cache.delete(lock)
-        cache.set(_dirty_key(organization_id), 1, timeout=DIRTY_SECONDS)
+        # Marked, not scheduled: a task now would find the holder still at it, and the next
+        # one again, for as long as it runs; the holder looks at the marks when it is done.
+        _dirty_mark(organization_id, asked or {WHOLE})
         return _held_elsewhere(organization_id, scheduled)
     report = None
     renewer = _LockRenewer(lock, token)
     renewer.start()
     try:
-        for _ in range(1 + MAX_RERUNS):
-            cache.delete(_dirty_key(organization_id))
+        for run in range(1 + MAX_RERUNS):
+            taken = _dirty_take(organization_id) | (asked if run == 0 else set())
+            if not taken:
+                break
             started = time.monotonic()
-            report = recompute(organization_id)
-            if eager() or not cache.get(_dirty_key(organization_id)):
+            report = recompute(organization_id, parts=taken)
+            if eager() or not dirty(organization_id):
                 break
             rest = rerun_rest(time.monotonic() - started, report)
             if rest:
@@ -217,7 +300,7 @@ def recompute_locked(organization_id: int, *, scheduled: bool = False):
         _scheduled_clear(organization_id, scheduled)
     # A change that came after the last look (and found the lock held, or the scheduled
     # mark set): run for it.
-    if not eager() and cache.get(_dirty_key(organization_id)):
+    if not eager() and dirty(organization_id):
         _schedule(organization_id)
     return report
 
@@ -248,19 +331,27 @@ def _scheduled_clear(organization_id: int, scheduled: bool) -> None:
         cache.delete(_scheduled_key(organization_id))
 
 
-def _held_elsewhere(organization_id: int, scheduled: bool = False) -> None:
-    """Another worker is at it: it sees the dirty mark (or, embedded, the due set) and runs
-    again for the change that brought this one here."""
+def _held_elsewhere(
+    organization_id: int, scheduled: bool = False, parts: set[str] | None = None
+) -> None:
+    """Another worker is at it: it sees the dirty marks (or, embedded, the due set) and runs
+    again for the change that brought this one here. ``parts`` asked by this caller besides
+    the events' own marks (the cycle's whole organization) are marked for it, and a task is
+    scheduled unless one is already: the holder may be past its last look at the marks."""
     _scheduled_clear(organization_id, scheduled)
     if eager():
         with _due_lock:
-            _due.add(organization_id)
+            _due.setdefault(organization_id, set()).update(parts or {WHOLE})
+        return None
+    if parts:
+        _dirty_mark(organization_id, parts)
+        _schedule(organization_id)
     return None
 
 
 @shared_task
 def loadmgmt_recompute(organization_id: int) -> int:
-    report = recompute_locked(organization_id, scheduled=True)
+    report = recompute_locked(organization_id, scheduled=True, parts=None)
     return report.stations if report else 0
 
 
@@ -279,11 +370,11 @@ def loadmgmt_live_push(organization_id: int) -> None:
 def loadmgmt_due() -> int:
     """Embedded default: run the organizations marked due (no-op with a broker)."""
     with _due_lock:
-        due = sorted(_due)
+        due = sorted(_due.items())
         _due.clear()
-    for organization_id in due:
+    for organization_id, parts in due:
         try:
-            recompute_locked(organization_id)
+            recompute_locked(organization_id, parts=parts)
         except Exception:
             log.exception("load recompute of organization %s failed", organization_id)
         finally:

@@ -390,6 +390,7 @@ def _allocate(
         cap[r + 1] = floor(b[1])
         cap[r + 2] = floor(b[2])
     warnings: list[str] = []
+    warning_nodes: list[str] = []
     binding = [False] * R
     offline_fixed = [0] * R
     for i, leaf, st in offline:
@@ -419,6 +420,7 @@ def _allocate(
                         f"{nodes[n].label} {PHASE_NAMES[g]}: offline stations may draw"
                         f" {fixed_r} A, more than the budget {budget[n][g]:.1f} A"
                     )
+                    warning_nodes.append(nodes[n].id)
                     binding[r] = True
                 cap[r] -= fixed_r
     for r in range(R):
@@ -427,6 +429,7 @@ def _allocate(
             warnings.append(
                 f"{nodes[n].label} {PHASE_NAMES[g]}: no room for cars (budget {budget[n][g]:.1f} A)"
             )
+            warning_nodes.append(nodes[n].id)
             binding[r] = True
 
     # -- per-car arrays, in queue order (priority high first, then arrival, then input) --------
@@ -621,7 +624,7 @@ def _allocate(
     allocations = dict(zip(ids, out, strict=True))
     if len(allocations) != n_st:
         raise ValueError("duplicate station ids")
-    return Plan(allocations, out_nodes, warnings)  # type: ignore[arg-type]
+    return Plan(allocations, out_nodes, warnings, warning_nodes)  # type: ignore[arg-type]
 
 
 def _footprints(rot: tuple[int, int, int], drawn: frozenset[int] | None) -> FPInfo:

@@ -276,6 +276,9 @@ class Plan:
     nodes: dict[str, NodeLoad]
     #: Things an operator should see, e.g. offline fail-safe currents above a budget.
     warnings: list[str] = field(default_factory=list)
+    #: The node each warning is about (same order), so that a view of part of the tree can
+    #: show its own.
+    warning_nodes: list[str] = field(default_factory=list)
 
     def setpoints(self) -> dict[str, Setpoint]:
         """The setpoints to send (online stations only)."""

@@ -122,7 +122,7 @@ class TestRest:
         self, client, monkeypatch, django_capture_on_commit_callbacks
     ):
         calls = []
-        monkeypatch.setattr(services, "tree_changed", lambda org, node: calls.append((org, node)))
+        monkeypatch.setattr(services, "meter_read", lambda org, node: calls.append((org, node)))
         meter = MeterFactory()
         with django_capture_on_commit_callbacks(execute=True):
             r = post(client, meter.pk, {"current": [41.5, 35, 38], "power_w": 26500}, **AUTH)

@@ -356,7 +356,7 @@ def test_events_of_stations_outside_groups_are_ignored(tenants):
 def test_one_recompute_at_a_time_and_a_burst_gives_one(tenants, group):
     cache.add(tasks._lock_key(tenants.a.pk), "someone", timeout=60)
     assert tasks.recompute_locked(tenants.a.pk) is None
-    assert tasks._due == {tenants.a.pk}  # it runs again once the other is done
+    assert tasks._due == {tenants.a.pk: {tasks.WHOLE}}  # it runs again once the other is done
     cache.delete(tasks._lock_key(tenants.a.pk))
     for _ in range(50):
         tasks.recompute_soon(tenants.a.pk)
@@ -468,7 +468,7 @@ def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
 ):
     runs = []
 
-    def fake_recompute(organization_id):
+    def fake_recompute(organization_id, **_scope):
         runs.append(organization_id)
         if len(runs) == 1:  # an event arrives while the first run works
             tasks.recompute_soon(organization_id)
@@ -484,7 +484,7 @@ def test_with_a_broker_a_change_during_a_recompute_runs_it_again_at_once(
     cache.add(tasks._lock_key(tenants.a.pk), "other", timeout=60)
     tasks.recompute_soon(tenants.a.pk)
     assert tasks.recompute_locked(tenants.a.pk) is None and len(runs) == 2
-    assert cache.get(tasks._dirty_key(tenants.a.pk))
+    assert tasks.dirty(tenants.a.pk)
 
 
 def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
@@ -494,7 +494,7 @@ def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
     used to schedule a task that found the lock taken and did nothing."""
     runs = []
 
-    def fake_recompute(organization_id):
+    def fake_recompute(organization_id, **_scope):
         runs.append(organization_id)
         if len(runs) == 1:
             for _ in range(5):  # stations booting while it works
@@ -511,7 +511,7 @@ def test_events_during_a_scheduled_recompute_schedule_no_task_of_their_own(
 
 
 def test_a_failed_recompute_leaves_the_next_event_free_to_schedule(tenants, scheduled, monkeypatch):
-    def broken(organization_id):
+    def broken(organization_id, **_scope):
         raise RuntimeError("database away")
 
     monkeypatch.setattr("loadmgmt.recompute.recompute", broken)
@@ -542,7 +542,7 @@ def _rerun_once(tenants, settings, monkeypatch, spend, report=None) -> tuple[lis
     rests, runs = [], []
     monkeypatch.setattr(tasks.time, "sleep", rests.append)
 
-    def fake_recompute(organization_id):
+    def fake_recompute(organization_id, **_scope):
         runs.append(organization_id)
         spend()
         if len(runs) == 1:
