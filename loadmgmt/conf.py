@@ -59,6 +59,16 @@ def rerun_pace_from_seconds() -> float:
     return _get("LOADMGMT_RERUN_PACE_FROM_SECONDS", 0.1)
 
 
+def rerun_gather_seconds() -> float:
+    """A recompute that must run again at once (changes came meanwhile) rests at least this
+    long first (``tasks.rerun_rest``), so that the events of a busy organization are
+    gathered into one recompute of their trees instead of one each: a recompute of one tree
+    costs mostly its fixed part (reading the configuration, about ten queries), and in a
+    reconnect storm the events came faster than those recomputes ran. A single event (no
+    recompute running) is not delayed."""
+    return _get("LOADMGMT_RERUN_GATHER_SECONDS", 0.25)
+
+
 def samples_keep_hours() -> float:
     return _get("LOADMGMT_SAMPLES_KEEP_HOURS", 48.0)
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from loadmgmt.models import ConnectorSetpoint, LoadGroupMember, StationInputs
 from loadmgmt.profiles import fail_safe_payload
 from loadmgmt.selectors import group_engine_id
-from loadmgmt.tasks import recompute_soon
+from loadmgmt.tasks import recompute_soon, recompute_soon_many
 from portal.prepared_sql import IdQuery
 from stations import events
 from stations.events import StationEvent
@@ -93,6 +93,31 @@ def station_event(event: StationEvent) -> None:
         _inputs_record(event)
     # Only the station's tree is planned again (recompute.scope_resolve).
     recompute_soon(organization_id, group_engine_id(group_id))
+
+
+# Events that need nothing but the recompute (no lease to forget, no profile to send).
+_RECOMPUTE_ONLY = (events.OFFLINE, events.STATUS, events.SESSION_STARTED, events.SESSION_STOPPED)
+
+
+def station_events(batch: list[StationEvent]) -> None:
+    """Events that come together (``stations.events.station_events_emit``: a stopping
+    process's connections, closed at once): those that only ask for a recompute with one
+    membership query and one request for all; the others one by one."""
+    simple = [e.station_id for e in batch if e.kind in _RECOMPUTE_ONLY]
+    for event in batch:
+        if event.kind not in _RECOMPUTE_ONLY:
+            station_event(event)
+    if not simple:
+        return
+    members = LoadGroupMember.objects.filter(station_id__in=simple).values_list(
+        "group__organization_id", "group_id"
+    )
+    recompute_soon_many(
+        (organization_id, group_engine_id(group_id)) for organization_id, group_id in members
+    )
+
+
+station_event.many = station_events  # type: ignore[attr-defined]
 
 
 def _fail_safe_send(station_id: int, online: bool, current: int) -> None:

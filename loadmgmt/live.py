@@ -164,7 +164,9 @@ def trees_build(
         for root in set(roots.values())
         if root in by_id
     }
-    since = _shed_since(organization_id)
+    since = _shed_since(
+        organization_id, [n.id for n in nodes if n.shed is not engine.ShedMode.NONE]
+    )
     for node in _tree_order(nodes):
         load = plan.nodes.get(node.id)
         tree = trees.get(roots.get(node.id, ""))
@@ -287,21 +289,29 @@ def _tree_order(nodes: list[engine.Node]) -> list[engine.Node]:
     return out
 
 
-def _shed_since(organization_id: int) -> dict[str, str]:
-    """When each shed node or group began shedding (cloud signal or a station's inputs)."""
+def _shed_since(organization_id: int, shed: list[str]) -> dict[str, str]:
+    """When each shed node or group (engine ids) began shedding (cloud signal or a station's
+    inputs). Nothing shed, nothing read: the common case, on every recompute."""
     out: dict[str, str] = {}
-    for pk, since in (
-        TreeNode.objects.filter(organization_id=organization_id, shed_since__isnull=False)
-        .exclude(shed_signal="none")
-        .values_list("pk", "shed_since")
-    ):
-        out[f"n{pk}"] = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S")
-    for group_id, since in StationInputs.objects.filter(
-        station__load_group_member__group__organization_id=organization_id
-    ).values_list("station__load_group_member__group_id", "since"):
-        key = f"g{group_id}"
-        text = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S")
-        out[key] = min(out.get(key, text), text)
+    node_ids = [int(key[1:]) for key in shed if key.startswith("n")]
+    group_ids = [int(key[1:]) for key in shed if key.startswith("g")]
+    if node_ids:
+        for pk, since in (
+            TreeNode.objects.filter(
+                organization_id=organization_id, pk__in=node_ids, shed_since__isnull=False
+            )
+            .exclude(shed_signal="none")
+            .values_list("pk", "shed_since")
+        ):
+            out[f"n{pk}"] = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S")
+    if group_ids:
+        for group_id, since in StationInputs.objects.filter(
+            station__load_group_member__group__organization_id=organization_id,
+            station__load_group_member__group_id__in=group_ids,
+        ).values_list("station__load_group_member__group_id", "since"):
+            key = f"g{group_id}"
+            text = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S")
+            out[key] = min(out.get(key, text), text)
     return out
 
 

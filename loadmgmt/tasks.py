@@ -78,12 +78,22 @@ def recompute_soon(organization_id: int, part: str = WHOLE) -> None:
     """Ask for a recompute of the organization (cheap: called on the OCPP path). ``part``:
     the engine id of the group or node the change concerns (its tree is recomputed), or
     ``WHOLE``."""
+    recompute_soon_many([(organization_id, part)])
+
+
+def recompute_soon_many(marks: Iterable[tuple[int, str]]) -> None:
+    """``recompute_soon`` for several (organization, part) at once: with Redis, one round
+    trip for all of them."""
+    by_organization: dict[int, set[str]] = {}
+    for organization_id, part in marks:
+        by_organization.setdefault(organization_id, set()).add(part)
     if eager():
         with _due_lock:
-            _due.setdefault(organization_id, set()).add(part)
+            for organization_id, parts in by_organization.items():
+                _due.setdefault(organization_id, set()).update(parts)
         return
     # "Something changed": a recompute running now sees it and runs once more.
-    if _mark_dirty_and_claim_schedule(organization_id, part):
+    for organization_id in _mark_dirty_and_claim_schedule(by_organization):
         _schedule_task(organization_id)
 
 
@@ -93,28 +103,39 @@ def _redis():
     return redis_cache.get_client(write=True) if hasattr(redis_cache, "get_client") else None
 
 
-def _mark_dirty_and_claim_schedule(organization_id: int, part: str) -> bool:
-    """Add the part to the dirty set and ``cache.add`` the scheduled mark; with Redis in one
-    round trip (this runs on the OCPP path for every station event: a reconnect storm sends
-    several per station). True if no recompute was scheduled yet."""
+def _mark_dirty_and_claim_schedule(by_organization: dict[int, set[str]]) -> list[int]:
+    """Add the parts to each organization's dirty set and ``cache.add`` its scheduled mark;
+    with Redis in one round trip (this runs on the OCPP path for every station event: a
+    reconnect storm sends several per station). Returns the organizations that had no
+    recompute scheduled yet."""
     client = _redis()
     if client is None:
-        _dirty_mark(organization_id, {part})
-        return cache.add(_scheduled_key(organization_id), 1, timeout=SCHEDULED_SECONDS)
-    key = cache.make_and_validate_key(_dirty_key(organization_id))
+        claimed = []
+        for organization_id, parts in by_organization.items():
+            _dirty_mark(organization_id, parts)
+            if cache.add(_scheduled_key(organization_id), 1, timeout=SCHEDULED_SECONDS):
+                claimed.append(organization_id)
+        return claimed
     pipe = client.pipeline(transaction=False)
-    pipe.sadd(key, part)
-    pipe.expire(key, DIRTY_SECONDS)
-    # Django's RedisCache stores integers as they are (no pickling), so cache.add and
-    # cache.delete work on this key too; the keys carry the cache's prefix and version as
-    # cache.set would give them.
-    pipe.set(
-        cache.make_and_validate_key(_scheduled_key(organization_id)),
-        1,
-        ex=SCHEDULED_SECONDS,
-        nx=True,
-    )
-    return bool(pipe.execute()[2])
+    for organization_id, parts in by_organization.items():
+        key = cache.make_and_validate_key(_dirty_key(organization_id))
+        pipe.sadd(key, *parts)
+        pipe.expire(key, DIRTY_SECONDS)
+        # Django's RedisCache stores integers as they are (no pickling), so cache.add and
+        # cache.delete work on this key too; the keys carry the cache's prefix and version
+        # as cache.set would give them.
+        pipe.set(
+            cache.make_and_validate_key(_scheduled_key(organization_id)),
+            1,
+            ex=SCHEDULED_SECONDS,
+            nx=True,
+        )
+    replies = pipe.execute()
+    return [
+        organization_id
+        for organization_id, claimed in zip(by_organization, replies[2::3], strict=True)
+        if claimed
+    ]
 
 
 def _dirty_mark(organization_id: int, parts: Iterable[str]) -> None:
@@ -317,13 +338,14 @@ def rerun_rest(took: float, report: Report | None) -> float:
     and again for as long as the storm lasted, each time reading all its stations. Resting as
     long as it took, a recompute keeps at most about half of its thread's time, and the
     storm's events are merged into fewer recomputes (a quarter fewer in a 2,000-station storm,
-    the worker's CPU 25-30 % less; docs/BENCHMARKS.md, session 14). Small organizations
-    (milliseconds) rerun without a pause."""
+    the worker's CPU 25-30 % less; docs/BENCHMARKS.md, session 14). Any rerun rests at least
+    ``LOADMGMT_RERUN_GATHER_SECONDS``: since recomputes cover only the trees of their events
+    (session 15) a recompute is short, and without it the events of a storm were planned
+    one or two at a time, each paying the recompute's fixed part."""
     waited = report.steps.get("send_up", 0.0) / 1000 if report is not None else 0.0
     busy = took - waited
-    if busy <= conf.rerun_pace_from_seconds():
-        return 0.0
-    return min(busy, conf.cycle_seconds() / 2)
+    paced = busy if busy > conf.rerun_pace_from_seconds() else 0.0
+    return min(max(paced, conf.rerun_gather_seconds()), conf.cycle_seconds() / 2)
 
 
 def _scheduled_clear(organization_id: int, scheduled: bool) -> None:

@@ -5,13 +5,15 @@ boots, or reports its load-shedding inputs. ``stations`` never imports ``loadmgm
 receiver is a dotted path (``OCPP_EVENT_HOOK``, default ``loadmgmt.hooks.station_event``)
 resolved on first use; if that module does not exist nothing is called. The receiver is a
 plain synchronous function ``(StationEvent) -> None`` called after the change commits; it
-must be quick (queue work, do not do it) because it runs on the OCPP path.
+must be quick (queue work, do not do it) because it runs on the OCPP path. Events that come
+together (a stopping process's connections, closed at once) go to the receiver's ``many``
+attribute, ``(list[StationEvent]) -> None``, where it has one, else one by one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.util import find_spec
@@ -66,6 +68,26 @@ def station_event_emit(kind: str, station_id: int, **kwargs: Any) -> None:
     """Deliver after the current transaction commits (at once outside a transaction)."""
     event = StationEvent(kind, station_id, **kwargs)
     transaction.on_commit(lambda: _deliver(event))
+
+
+def station_events_emit(kind: str, station_ids: Sequence[int], **kwargs: Any) -> None:
+    """The same event of several stations, delivered together after the current transaction
+    commits (see the module's docstring)."""
+    batch = [StationEvent(kind, station_id, **kwargs) for station_id in station_ids]
+    if batch:
+        transaction.on_commit(lambda: _deliver_many(batch))
+
+
+def _deliver_many(batch: list[StationEvent]) -> None:
+    many = getattr(_receiver(), "many", None)
+    if many is None:
+        for event in batch:
+            _deliver(event)
+        return
+    try:
+        many(batch)
+    except Exception:  # as _deliver: never break the stations' conversations
+        log.exception("station event receiver failed for %d %s events", len(batch), batch[0].kind)
 
 
 def reset_receiver_cache() -> None:

@@ -538,6 +538,8 @@ def _rerun_once(tenants, settings, monkeypatch, spend, report=None) -> tuple[lis
     """Run a task whose recompute ``spend()``s and sees a change meanwhile once: (runs,
     rests)."""
     settings.CELERY_TASK_ALWAYS_EAGER = False
+    if not hasattr(settings, "LOADMGMT_RERUN_GATHER_SECONDS"):
+        settings.LOADMGMT_RERUN_GATHER_SECONDS = 0.0  # the pace alone (tested below)
     monkeypatch.setattr(tasks.loadmgmt_recompute, "apply_async", lambda args, **kw: None)
     rests, runs = [], []
     monkeypatch.setattr(tasks.time, "sleep", rests.append)
@@ -612,6 +614,19 @@ def test_the_rest_is_at_most_half_a_cycle(tenants, settings, monkeypatch):
     runs, rests = _rerun_once(tenants, settings, monkeypatch, _wait)
     assert len(runs) == 2
     assert rests == [0.02]
+
+
+@pytest.mark.parametrize(("cycle", "rest"), [(10.0, 0.25), (0.2, 0.1)])
+def test_a_quick_recompute_rests_to_gather_the_events_before_it_runs_again(
+    tenants, settings, monkeypatch, cycle, rest
+):
+    """A recompute of one tree takes milliseconds; in a storm the next events come before it
+    ends. Run again at once, it planned them one or two at a time, each paying its fixed
+    part; it first waits LOADMGMT_RERUN_GATHER_SECONDS for more (at most half a cycle)."""
+    settings.LOADMGMT_RERUN_GATHER_SECONDS = 0.25
+    settings.LOADMGMT_CYCLE_SECONDS = cycle
+    runs, rests = _rerun_once(tenants, settings, monkeypatch, lambda: None)
+    assert len(runs) == 2 and rests == [rest]
 
 
 def test_a_relayed_station_is_counted_at_its_installer_max_and_sent_nothing(tenants, booted):

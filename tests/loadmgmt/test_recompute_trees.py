@@ -331,3 +331,35 @@ def test_a_deleted_tree_leaves_the_live_view_at_the_next_whole_recompute(tenants
     site["d"].delete()
     recompute(tenants.a.pk)
     assert eid(site["d"]) not in {n.key for n in live.summary_get(tenants.a.pk).nodes}
+
+
+def test_offline_events_together_ask_for_their_trees_in_one_request(tenants, site, monkeypatch):
+    """A stopping process's closes (stations.events.station_events_emit): one membership
+    query and one request for all; stations outside every group are left out; a boot in the
+    same batch still gets its fail-safe profile."""
+    from tests.stations.factories import StationFactory
+
+    loose = StationFactory(organization=tenants.a)
+    a1, c1, d1 = (stations_of(site[k])[0] for k in "acd")
+    requests = []
+    monkeypatch.setattr(hooks, "recompute_soon_many", lambda marks: requests.append(set(marks)))
+    batch = [StationEvent("offline", s.pk) for s in (a1, c1, loose)]
+    batch.append(StationEvent("boot", d1.pk))
+    before = leases(d1).count()
+    hooks.station_event.many(batch)
+    assert requests == [{(tenants.a.pk, eid(site["a"])), (tenants.a.pk, eid(site["c"]))}]
+    assert leases(d1).count() == before + 1  # the boot's fail-safe profile
+    assert limit(leases(d1).last()) == (6.0, 3)
+
+
+def test_with_a_broker_many_requests_are_one_round_trip_and_one_task_per_organization(
+    tenants, broker
+):
+    scheduled, runs = broker
+    tasks.recompute_soon_many([(tenants.a.pk, "g1"), (tenants.b.pk, "g2"), (tenants.a.pk, "g3")])
+    assert sorted(scheduled) == sorted([(tenants.a.pk,), (tenants.b.pk,)])
+    tasks.recompute_soon_many([(tenants.a.pk, "g4")])  # a task waits already: merged into it
+    assert len(scheduled) == 2
+    tasks.loadmgmt_recompute(tenants.a.pk)
+    tasks.loadmgmt_recompute(tenants.b.pk)
+    assert runs == [{"g1", "g3", "g4"}, {"g2"}]

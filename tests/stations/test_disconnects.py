@@ -119,3 +119,22 @@ async def test_a_failed_batch_hands_each_teardown_the_error(tenants, monkeypatch
         return_exceptions=True,
     )
     assert [str(r) for r in results] == ["database away", "database away"]
+
+
+@pytest.mark.django_db
+def test_the_offline_events_of_closes_recorded_together_are_one_delivery(
+    tenants, settings, django_capture_on_commit_callbacks
+):
+    from stations import events
+    from tests.stations import test_events
+
+    settings.OCPP_EVENT_HOOK = "tests.stations.test_events.with_many"
+    events.reset_receiver_cache()
+    test_events.received_batches.clear()
+    stations = online(tenants, 3)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.connections_closed([(s.pk, f"chan-{s.pk}", tenants.a.pk) for s in stations])
+    finally:
+        events.reset_receiver_cache()
+    assert test_events.received_batches == [("many", "offline", [s.pk for s in stations])]

@@ -148,3 +148,50 @@ def test_missing_receiver_module_is_a_no_op(settings):
         events.station_event_emit(events.BOOT, 1)  # outside a transaction: delivered at once
     finally:
         events.reset_receiver_cache()
+
+
+received_batches: list = []
+
+
+def single_only(event: events.StationEvent) -> None:
+    received_batches.append(("one", event.kind, event.station_id))
+
+
+def with_many(event: events.StationEvent) -> None:
+    received_batches.append(("one", event.kind, event.station_id))
+
+
+with_many.many = lambda batch: received_batches.append(  # type: ignore[attr-defined]
+    ("many", batch[0].kind, [e.station_id for e in batch])
+)
+
+
+@pytest.mark.parametrize(
+    ("hook", "delivered"),
+    [
+        ("with_many", [("many", "offline", [3, 4, 5])]),  # one call for all
+        ("single_only", [("one", "offline", 3), ("one", "offline", 4), ("one", "offline", 5)]),
+    ],
+)
+def test_events_that_come_together_are_delivered_together(settings, hook, delivered):
+    settings.OCPP_EVENT_HOOK = f"tests.stations.test_events.{hook}"
+    events.reset_receiver_cache()
+    received_batches.clear()
+    try:
+        events.station_events_emit(events.OFFLINE, [3, 4, 5], data={"reason": "disconnected"})
+        events.station_events_emit(events.OFFLINE, [])  # nothing: no call
+    finally:
+        events.reset_receiver_cache()
+    assert received_batches == delivered
+
+
+def test_a_failing_batch_receiver_is_logged_not_raised(settings, caplog):
+    settings.OCPP_EVENT_HOOK = "tests.stations.test_events.explode"
+    events.reset_receiver_cache()
+    explode.many = explode  # type: ignore[attr-defined]
+    try:
+        events.station_events_emit(events.OFFLINE, [1, 2])
+    finally:
+        del explode.many
+        events.reset_receiver_cache()
+    assert "receiver failed for 2 offline events" in caplog.text
