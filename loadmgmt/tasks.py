@@ -178,18 +178,19 @@ def dirty(organization_id: int) -> bool:
     return bool(client.exists(cache.make_and_validate_key(_dirty_key(organization_id))))
 
 
-def _schedule(organization_id: int) -> None:
+def _schedule(organization_id: int, gather: float = 0.0) -> None:
     if cache.add(_scheduled_key(organization_id), 1, timeout=SCHEDULED_SECONDS):
-        _schedule_task(organization_id)
+        _schedule_task(organization_id, gather)
 
 
-def _schedule_task(organization_id: int) -> None:
+def _schedule_task(organization_id: int, gather: float = 0.0) -> None:
     # Events until the worker picks the task up are merged into it (the key stays set until
     # then). A countdown would cost up to the worker's timer precision for nothing but a
-    # wider merge window, so only a configured debounce uses one.
-    debounce = conf.debounce_seconds()
+    # wider merge window, so only a configured debounce uses one, and a task that carries
+    # on from one that ended with changes still coming (``gather``, see rerun_rest).
+    countdown = max(conf.debounce_seconds(), gather)
     loadmgmt_recompute.apply_async(
-        (organization_id,), countdown=debounce if debounce >= 0.1 else None
+        (organization_id,), countdown=countdown if countdown >= 0.1 else None
     )
 
 
@@ -320,9 +321,9 @@ def recompute_locked(
             cache.delete(lock)
         _scheduled_clear(organization_id, scheduled)
     # A change that came after the last look (and found the lock held, or the scheduled
-    # mark set): run for it.
+    # mark set): run for it, after gathering more as a rerun would (changes keep coming).
     if not eager() and dirty(organization_id):
-        _schedule(organization_id)
+        _schedule(organization_id, conf.rerun_gather_seconds())
     return report
 
 

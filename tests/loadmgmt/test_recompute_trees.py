@@ -363,3 +363,29 @@ def test_with_a_broker_many_requests_are_one_round_trip_and_one_task_per_organiz
     tasks.loadmgmt_recompute(tenants.a.pk)
     tasks.loadmgmt_recompute(tenants.b.pk)
     assert runs == [{"g1", "g3", "g4"}, {"g2"}]
+
+
+def test_with_a_broker_a_task_carrying_on_after_changes_kept_coming_gathers_first(
+    tenants, settings, monkeypatch
+):
+    """The first event is planned at once; a task that ends (after its reruns) with changes
+    still coming hands over to one that first gathers for LOADMGMT_RERUN_GATHER_SECONDS, as
+    a rerun would: otherwise each such task planned one or two events."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.LOADMGMT_RERUN_GATHER_SECONDS = 0.3
+    countdowns = []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute,
+        "apply_async",
+        lambda args, **kw: countdowns.append(kw.get("countdown")),
+    )
+    monkeypatch.setattr(tasks.time, "sleep", lambda seconds: None)
+
+    def storm(organization_id, *, parts=None, now=None):
+        tasks.recompute_soon(organization_id, "g1")  # every run sees another event
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", storm)
+    tasks.recompute_soon(tenants.a.pk, "g1")
+    assert countdowns == [None]
+    tasks.loadmgmt_recompute(tenants.a.pk)  # 1 + MAX_RERUNS runs, then it hands over
+    assert countdowns == [None, 0.3]
