@@ -263,6 +263,7 @@ def recompute_locked(
     *,
     scheduled: bool = False,
     parts: Iterable[str] | None = WHOLE_ORGANIZATION,
+    reruns: int = MAX_RERUNS,
 ):
     """Recompute unless another worker is at it; the one holding the lock runs again while
     changes keep coming (up to MAX_RERUNS times, then the next trigger or cycle takes over),
@@ -272,6 +273,10 @@ def recompute_locked(
     made before it): the whole organization by default; ``None`` for the task that
     ``recompute_soon`` scheduled, which recomputes what its events marked (and nothing when
     another holder took the marks meanwhile and recomputed them).
+
+    ``reruns``: at most this many runs again for changes that came meanwhile; what is still
+    marked then goes to a task (the cycle, which goes through every organization in turn,
+    runs each once and does not wait for any of them).
 
     ``scheduled``: called by the task ``recompute_soon`` scheduled, whose mark
     (``_scheduled_key``) stays set while it runs: the events meanwhile only mark the
@@ -303,13 +308,13 @@ def recompute_locked(
     renewer = _LockRenewer(lock, token)
     renewer.start()
     try:
-        for run in range(1 + MAX_RERUNS):
+        for run in range(1 + reruns):
             taken = _dirty_take(organization_id) | (asked if run == 0 else set())
             if not taken:
                 break
             started = time.monotonic()
             report = recompute(organization_id, parts=taken)
-            if eager() or not dirty(organization_id):
+            if eager() or run == reruns or not dirty(organization_id):
                 break
             rest = rerun_rest(time.monotonic() - started, report)
             if rest:
@@ -412,7 +417,7 @@ def loadmgmt_cycle() -> int:
     organizations = sorted(set(LoadGroup.objects.values_list("organization_id", flat=True)))
     for organization_id in organizations:
         try:
-            recompute_locked(organization_id)
+            recompute_locked(organization_id, reruns=0)
         except Exception:
             log.exception("load recompute of organization %s failed", organization_id)
     return len(organizations)

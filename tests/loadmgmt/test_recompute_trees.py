@@ -389,3 +389,32 @@ def test_with_a_broker_a_task_carrying_on_after_changes_kept_coming_gathers_firs
     assert countdowns == [None]
     tasks.loadmgmt_recompute(tenants.a.pk)  # 1 + MAX_RERUNS runs, then it hands over
     assert countdowns == [None, 0.3]
+
+
+def test_the_cycle_runs_each_organization_once_and_hands_later_changes_to_a_task(
+    tenants, settings, monkeypatch
+):
+    """The cycle goes through every organization in turn: it must not rest and rerun for
+    one organization's changes while the others wait for their renewals."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.LOADMGMT_RERUN_GATHER_SECONDS = 0.3
+    countdowns, rests, runs = [], [], []
+    monkeypatch.setattr(
+        tasks.loadmgmt_recompute,
+        "apply_async",
+        lambda args, **kw: countdowns.append((args[0], kw.get("countdown"))),
+    )
+    monkeypatch.setattr(tasks.time, "sleep", rests.append)
+
+    def busy(organization_id, *, parts=None, now=None):
+        runs.append((organization_id, set(parts)))
+        tasks.recompute_soon(organization_id, "g1")  # a change while it runs
+
+    monkeypatch.setattr("loadmgmt.recompute.recompute", busy)
+    LoadGroupFactory(organization=tenants.a)
+    LoadGroupFactory(organization=tenants.b)
+    assert tasks.loadmgmt_cycle() == 2
+    assert runs == [(tenants.a.pk, {tasks.WHOLE}), (tenants.b.pk, {tasks.WHOLE})]
+    assert rests == []
+    # The change scheduled its task itself (the cycle holds no scheduled mark): one each.
+    assert sorted(countdowns) == sorted([(tenants.a.pk, None), (tenants.b.pk, None)])
