@@ -46,8 +46,13 @@ def booted(tenants):
 
 
 def fresh_group(tenants):
-    group = LoadGroupFactory(organization=tenants.a, max_current=32)
-    for _ in range(4):
+    return idle_line(tenants.a, stations=4)
+
+
+def idle_line(organization, node=None, stations=2, max_current=32):
+    """A group of online one-connector stations with a 6 A fail-safe, idle."""
+    group = LoadGroupFactory(organization=organization, node=node, max_current=max_current)
+    for _ in range(stations):
         member = LoadGroupMemberFactory(group=group, station__connectors=1)
         member.station.online = True
         member.station.save()

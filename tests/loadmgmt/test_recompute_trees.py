@@ -15,37 +15,23 @@ from loadmgmt.engine import model as engine
 from loadmgmt.models import ConnectorSetpoint, NodeLoadSample
 from loadmgmt.recompute import recompute, scope_resolve, tree_roots
 from stations.events import StationEvent
-from stations.models import Connector, StationCommand
+from stations.models import StationCommand
 from tests.loadmgmt.factories import (
     LoadGroupFactory,
-    LoadGroupMemberFactory,
     MeterFactory,
-    StationLimitsFactory,
     TreeNodeFactory,
 )
-from tests.loadmgmt.test_recompute import accept_all, arrive, leases, limit, stations_of
+from tests.loadmgmt.test_recompute import (  # noqa: F401 - quick: the same autouse fixture
+    accept_all,
+    arrive,
+    idle_line,
+    leases,
+    limit,
+    quick,
+    stations_of,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def quick(settings):
-    settings.LOADMGMT_ACK_WAIT_SECONDS = 0.05
-    settings.LOADMGMT_SAMPLE_EVERY_SECONDS = 0.0
-    cache.clear()
-    tasks._due.clear()
-
-
-def line(organization, node=None, stations=2, max_current=32):
-    """A group of online one-connector stations with a 6 A fail-safe, idle."""
-    group = LoadGroupFactory(organization=organization, node=node, max_current=max_current)
-    for _ in range(stations):
-        member = LoadGroupMemberFactory(group=group, station__connectors=1)
-        member.station.online = True
-        member.station.save()
-        StationLimitsFactory(station=member.station, fail_safe_current=6)
-    Connector.objects.filter(station__in=group.stations.all()).update(status="Available")
-    return group
 
 
 @pytest.fixture
@@ -54,10 +40,10 @@ def site(tenants):
     node; each station holds the 0 A lease it accepted (no car yet)."""
     board = TreeNodeFactory(organization=tenants.a, limit_l1=50, limit_l2=50, limit_l3=50)
     lines = {
-        "a": line(tenants.a, board),
-        "b": line(tenants.a, board),
-        "c": line(tenants.a, TreeNodeFactory(organization=tenants.a)),
-        "d": line(tenants.a),
+        "a": idle_line(tenants.a, board),
+        "b": idle_line(tenants.a, board),
+        "c": idle_line(tenants.a, TreeNodeFactory(organization=tenants.a)),
+        "d": idle_line(tenants.a),
     }
     recompute(tenants.a.pk)
     accept_all()

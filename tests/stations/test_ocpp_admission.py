@@ -185,6 +185,28 @@ def test_the_spread_is_capped(gate, settings):
     assert max(waits) <= 60 and max(waits[-1000:]) > 50
 
 
+def test_a_refusal_after_the_booked_stations_came_back_is_not_sent_to_the_end_of_the_queue(
+    gate,
+):
+    """Late in a storm every booked station is back, and a short busy moment refuses one
+    more: it is booked after the stations still waiting (none), not after the last moment
+    ever promised (a 10,000-station storm's last stations came back 60-110 s late)."""
+    g, clock = gate
+    for i in range(200):  # 20 a second
+        clock.now += 0.05
+        g.completed(f"/ocpp/DONE-{i}")
+    waits = [g.refuse(f"/ocpp/CP-{i}") for i in range(3000)]
+    assert max(waits) > 100
+    for i in range(3000):  # let in, most of them before their moment
+        clock.now += 0.01
+        g.completed(f"/ocpp/CP-{i}")
+    assert g.waiting() == 0
+    assert 5 <= g.refuse("/ocpp/LATE") <= 30  # the configured range, as for few refused
+    # With others still waiting it goes after them, at the pace.
+    others = [g.refuse(f"/ocpp/MORE-{i}") for i in range(600)]
+    assert max(others) < 5 + 601 / 30 + 30
+
+
 def test_a_station_back_too_early_gets_the_same_moment(gate):
     g, clock = gate
     others = [g.refuse(f"/ocpp/CP-{i}") for i in range(1000)]  # each has its own moment
