@@ -118,9 +118,7 @@ def _mark_dirty_and_claim_schedule(by_organization: dict[int, set[str]]) -> list
         return claimed
     pipe = client.pipeline(transaction=False)
     for organization_id, parts in by_organization.items():
-        key = cache.make_and_validate_key(_dirty_key(organization_id))
-        pipe.sadd(key, *parts)
-        pipe.expire(key, DIRTY_SECONDS)
+        _pipe_mark(pipe, organization_id, parts)
         # Django's RedisCache stores integers as they are (no pickling), so cache.add and
         # cache.delete work on this key too; the keys carry the cache's prefix and version
         # as cache.set would give them.
@@ -146,11 +144,17 @@ def _dirty_mark(organization_id: int, parts: Iterable[str]) -> None:
         key = _dirty_key(organization_id)
         cache.set(key, (cache.get(key) or set()) | parts, timeout=DIRTY_SECONDS)
         return
-    key = cache.make_and_validate_key(_dirty_key(organization_id))
     pipe = client.pipeline(transaction=False)
+    _pipe_mark(pipe, organization_id, parts)
+    pipe.execute()
+
+
+def _pipe_mark(pipe, organization_id: int, parts: Iterable[str]) -> None:
+    """Queue on a Redis pipeline: add the parts to the organization's dirty set (two
+    replies)."""
+    key = cache.make_and_validate_key(_dirty_key(organization_id))
     pipe.sadd(key, *parts)
     pipe.expire(key, DIRTY_SECONDS)
-    pipe.execute()
 
 
 def _dirty_take(organization_id: int) -> set[str]:
