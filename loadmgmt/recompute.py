@@ -788,7 +788,7 @@ def recompute(
     log.info(
         "org %s%s: %d stations, %d down, %d up%s, %d renewed, %.0f ms %s",
         organization_id,
-        "" if report.whole else f" ({report.trees} trees)",
+        "" if report.whole else f" (trees: {report.trees})",
         report.stations,
         report.sent_decreases,
         report.sent_increases,
