@@ -597,6 +597,7 @@ def run_fleet(
     guard = RedisGuard(topo.env["REDIS_URL"], args.redis_clients_limit)
     phases: dict[str, float] = {}
     sims = None
+    ramp_wall = time.time()
     try:
         t = time.monotonic()
         topo.up()
@@ -612,7 +613,7 @@ def run_fleet(
         rss0 = {k: sum(rss_kb(p) for p in v) for k, v in pids.items()}
         sims = Sims(specs, args.procs)
         sims.ask("phase", "ramp")
-        t_ramp = time.monotonic()
+        t_ramp, ramp_wall = time.monotonic(), time.time()
         sims.ask("ramp", args.ramp_rate / args.procs)
         # Ramp: until every station is booted (or the limit).
         ramp_limit = n / args.ramp_rate + args.ramp_extra
@@ -814,12 +815,20 @@ def run_fleet(
     out["redis_clients_most"] = guard.most
     errors: dict[str, int] = {}
     counts: dict[str, int] = {}
+    closes: dict[str, int] = {}
+    close_times: list = []
     for r in final:
+        close_times += r.get("close_times", [])
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
+        for k, v in r.get("closes", {}).items():
+            closes[k] = closes.get(k, 0) + v
         for k, v in r["counts"].items():
             counts[k] = counts.get(k, 0) + v
     out["errors"] = errors
+    out["closes"] = closes
+    # Outside the storm, (seconds after the ramp began, station, code): when they dropped.
+    out["close_times"] = sorted((round(t - ramp_wall, 1), cp, code) for t, cp, code in close_times)
     out["counts"] = counts
     out["simulator_max_rss_mb"] = [round(r["max_rss_kb"] / 1024, 1) for r in final]
     return out
@@ -889,6 +898,7 @@ def table(result: dict[str, Any]) -> str:
          f"{st.get('db_transactions')} / {st.get('db_sessions_opened')}"),
         ("storm: Celery tasks sent", str(st.get("celery_tasks_sent"))),
         ("errors", json.dumps(result["errors"])),
+        ("disconnects by phase: close code, reason", json.dumps(result.get("closes"))),
         ("CPU share in steady state", json.dumps(s["cpu_share (1.0 = one core)"])),
         ("CPU share in the storm", json.dumps(st.get("cpu_share (1.0 = one core)"))),
         ("storm CPU per reconnect, ms", json.dumps(st.get("cpu_ms_per_reconnect"))),

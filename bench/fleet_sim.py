@@ -85,6 +85,8 @@ class SimProcess:
         self.steady_detail: list[tuple[float, float, str]] = []
         self.counts: Counter[str] = Counter()  # events: connects, failures, received calls
         self.errors: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()  # "phase: code reason" of each disconnect
+        self.close_times: list[tuple[float, str, int | None]] = []  # outside the storm
         # Storm only: (wall clock, Retry-After s) of each refused handshake, to see when the
         # refused were told to come back against when the portal could take them.
         self.refusals: list[tuple[float, float]] = []
@@ -145,6 +147,11 @@ class SimProcess:
             if self.stopping:
                 return
             self.counts["disconnects"] += 1
+            # Who closed and why, by phase: a station that drops outside the storm is a
+            # finding (the portal's close code and reason, or none: the socket just went).
+            self.closes[f"{self.phase}: {ws.close_code} {ws.close_reason or ''}".strip()] += 1
+            if self.phase != "storm" and len(self.close_times) < 5000:
+                self.close_times.append((time.time(), st.spec.charge_point_id, ws.close_code))
             await asyncio.sleep(self.rng.uniform(0.0, 5.0))  # reconnect jitter
 
     async def session(self, st: StationState, ws: ClientConnection) -> None:
@@ -333,6 +340,8 @@ class SimProcess:
             "refusals": self.refusals,
             "counts": dict(self.counts),
             "errors": dict(self.errors),
+            "closes": dict(self.closes),
+            "close_times": self.close_times,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "max_rss_kb": usage.ru_maxrss,
             "stations": [
