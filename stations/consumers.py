@@ -277,15 +277,19 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def _after_connect(self) -> None:
         """A station that boots gets its state from the boot; one that reconnects without
-        booting (allowed by OCPP) is resumed: state refreshed, pending work delivered."""
+        booting (allowed by OCPP) is resumed: state refreshed, pending work delivered.
+        Load management hears of the connection from an accepted boot (BOOT), else from
+        here (ONLINE, ``services.station_online_announce``)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.first_message.wait(), conf.boot_wait())
         await asyncio.sleep(0)  # let the first message's handler mark a boot
+        booting = self.booted.is_set() or not self.cp.boot_answered.is_set()
+        await self.cp.boot_answered.wait()
         if self.ref is None:  # the socket closed meanwhile
             return
-        if self.booted.is_set() or not self.cp.boot_answered.is_set():  # booted or booting
-            return
-        if self.ref.registration_status == "Accepted":
+        if not (self.booted.is_set() and self.ref.registration_status == "Accepted"):
+            await db(services.station_online_announce)(self.ref.id)
+        if not booting and self.ref is not None and self.ref.registration_status == "Accepted":
             await self._resume()
 
     async def _resume(self) -> None:
@@ -507,6 +511,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
                 self.remote_addr,
                 ref.organization_id,
                 calls_in_flight=ref.calls_in_flight,
+                announce=True,
             )
             await db(services.relay_error_clear)(ref.id)
             await self.channel_layer.group_send(

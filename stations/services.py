@@ -243,8 +243,13 @@ def connection_open(
     organization_id: int | None = None,
     *,
     calls_in_flight: bool = False,
+    announce: bool = False,
 ) -> dict[str, str]:
     """This connection now holds the station; returns live fragments to push.
+
+    ``announce``: load management hears ONLINE now (a relayed station, which boots with the
+    other backend); otherwise the consumer tells it after the first message
+    (``station_online_announce``).
 
     ``calls_in_flight`` (``StationRef``, read at the handshake): calls sent on an earlier
     connection wait for an outcome. None can come now (``commands_lost_on_reconnect``)."""
@@ -263,11 +268,22 @@ def connection_open(
         {"id": station_id},
     )
     attended_lost = calls_in_flight and commands.commands_lost_on_reconnect(station_id, now)
-    station_event_emit(events.ONLINE, station_id)
+    # ONLINE only when asked: nearly every connection begins with a BootNotification, whose
+    # BOOT event tells load management all that ONLINE would (station_online_announce).
+    if announce:
+        station_event_emit(events.ONLINE, station_id)
     fragments = _fragments(station_id, organization_id)
     if attended_lost and fragments:  # a browser watches: its command log changed
         fragments.update(commands_fragment(Station.objects.get(pk=station_id)))
     return fragments
+
+
+def station_online_announce(station_id: int) -> None:
+    """The station's connection began without a boot that was accepted (a reconnect without
+    rebooting, which OCPP allows, or a boot that failed or was refused): load management
+    hears ONLINE. An accepted boot is a BOOT event instead, which covers it; so a reconnect
+    storm runs the load-management hook once per station, not twice."""
+    station_event_emit(events.ONLINE, station_id)
 
 
 def connections_closed(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import itertools
@@ -15,6 +16,13 @@ from channels.testing import WebsocketCommunicator
 from portal.asgi import application
 
 _ids = itertools.count(1)
+
+
+async def until(predicate, seconds: float = 2.0) -> None:
+    """Wait until ``predicate()`` holds (an effect of another task or thread)."""
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 - polling another task's effect
+            await asyncio.sleep(0.01)
 
 
 def basic(identity: str, password: str) -> tuple[bytes, bytes]:

@@ -7,8 +7,9 @@ import pytest
 
 from stations import events
 from stations.conf import VENDOR_ID
+from stations.models import Station
 from tests.stations.factories import STATION_PASSWORD
-from tests.stations.helpers import BOOT
+from tests.stations.helpers import BOOT, until
 from tests.stations.helpers import Station as FakeStation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ocpp_settings")]
@@ -44,8 +45,8 @@ async def test_a_whole_session_emits_every_event(station, card, receiver):
         {"transactionId": tx, "meterStop": 10, "timestamp": "2026-01-01T11:00:00Z"},
     )
     await cp.disconnect()
+    # No ONLINE: the accepted boot's BOOT event tells load management all it would.
     assert kinds(receiver, station) == [
-        ("online", None),
         ("boot", None),
         ("status", 1),
         ("session_started", 1),
@@ -55,6 +56,33 @@ async def test_a_whole_session_emits_every_event(station, card, receiver):
     started = next(e for e in receiver if e.kind == "session_started")
     assert started.data == {"transaction_id": tx, "accepted": True}
     assert started.organization_id == station.organization_id
+
+
+async def test_a_reconnect_without_a_boot_is_an_online_event(station, receiver):
+    """OCPP lets a station reconnect without booting: load management hears ONLINE, once,
+    after its first message, or after the boot wait (OCPP_BOOT_WAIT) if it sends none."""
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await cp.call("Heartbeat", {})
+    await until(lambda: kinds(receiver, station) == [("online", None)])
+    await cp.disconnect()
+    receiver.clear()
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    await until(lambda: kinds(receiver, station) == [("online", None)])  # silent: 0.3 s
+    await cp.disconnect()
+    assert kinds(receiver, station) == [("online", None), ("offline", None)]
+
+
+async def test_a_refused_boot_is_an_online_event(station, receiver):
+    """No BOOT for a boot that is not accepted (no fail-safe profile for a station that may
+    not charge), yet the station is connected: load management hears ONLINE."""
+    await Station.objects.filter(pk=station.pk).aupdate(enabled=False)
+    cp = FakeStation("/ocpp/ALPHA-1", password=STATION_PASSWORD)
+    assert (await cp.handshake())[0]
+    assert (await cp.call("BootNotification", BOOT))[2]["status"] == "Rejected"
+    await until(lambda: kinds(receiver, station) == [("online", None)])
+    await cp.disconnect()
 
 
 async def test_a_status_is_an_event_only_when_it_changes(station, receiver):

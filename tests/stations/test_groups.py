@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from stations.groups import Membership
+from tests.stations.helpers import until
 
 
 class FakeRedis:
@@ -53,12 +54,6 @@ class FakeLayer:
 def fast(settings):
     settings.OCPP_GROUP_CHECK_SECONDS = 0.02
     settings.OCPP_GROUP_REFRESH_SECONDS = 3600
-
-
-async def until(predicate, seconds: float = 2.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():  # noqa: ASYNC110 - polling the watcher's effect
-            await asyncio.sleep(0.01)
 
 
 async def test_after_redis_lost_the_groups_every_connection_joins_again(fast):

@@ -142,10 +142,12 @@ def mv(tx, ts, wh, power=None):
     }
 
 
-async def test_a_whole_session_is_relayed_and_recorded_read_only(station, backend):
+async def test_a_whole_session_is_relayed_and_recorded_read_only(station, backend, receiver):
     await third_party(station, backend.url)
     cp = await connect()
     assert backend.paths == ["/ocpp/ALPHA-1"]
+    # The other backend answers the boot (no BOOT event here): ONLINE at the connection.
+    assert [e.kind for e in receiver if e.station_id == station.pk] == ["online"]
 
     boot = await cp.call("BootNotification", BOOT)
     assert boot[2]["status"] == "Accepted"
