@@ -281,6 +281,7 @@ class ScriptTopology:
     name = "deploy/topology (nginx + Uvicorn)"
     nginx_max_fails: int | None = None
     nginx_workers = "auto"
+    handshakes_per_second: int | None = None  # None: the topology's default
 
     def __init__(self, env: dict[str, str], asgi: int, port: int, logdir: Path) -> None:
         self.env, self.asgi, self.port, self.dir = env, asgi, port, logdir
@@ -293,8 +294,11 @@ class ScriptTopology:
         )  # fmt: skip
 
     def up(self) -> None:
+        limit = self.handshakes_per_second
         self._run("up", "--asgi", str(self.asgi), "--port", str(self.port),
-                  "--nginx-workers", self.nginx_workers)  # fmt: skip
+                  "--nginx-workers", self.nginx_workers,
+                  *(["--handshakes-per-second", str(limit)] if limit is not None else []),
+                  )  # fmt: skip
         if self.nginx_max_fails is not None:
             self._nginx_max_fails(self.nginx_max_fails)
 
@@ -347,8 +351,11 @@ def topology_for(args: argparse.Namespace, env: dict[str, str], logdir: Path) ->
     topo = ScriptTopology(env, args.asgi, args.port, logdir)
     topo.nginx_max_fails = args.nginx_max_fails
     topo.nginx_workers = args.nginx_workers
+    topo.handshakes_per_second = args.handshakes_per_second
     if args.nginx_max_fails is not None:
         topo.name += f" with max_fails={args.nginx_max_fails}"
+    if args.handshakes_per_second is not None:
+        topo.name += f", nginx passing {args.handshakes_per_second} handshakes/s a process"
     return topo
 
 
@@ -929,6 +936,10 @@ def main() -> None:
     parser.add_argument(
         "--nginx-max-fails", type=int, default=None,
         help="rewrite the topology's nginx max_fails (0: no passive health check)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--handshakes-per-second", type=int, default=None,
+        help="the topology's nginx handshake limit per ASGI process (0: none; default: its own)",
     )  # fmt: skip
     parser.add_argument(
         "--profile-storm", type=float, default=0,

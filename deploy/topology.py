@@ -440,9 +440,48 @@ def _start_process(
     return _spawn(layout, name, _process_args(layout, state, name), env)
 
 
-def nginx_config(layout: Layout, port: int, asgi: int, *, workers: str, fds: int) -> str:
+#: Station handshakes per second and ASGI process that nginx passes on; the excess is refused
+#: in nginx (a 503 with a spread Retry-After) before it costs the processes anything. Above
+#: what a process completes when it is saturated (25-55 a second on the 2-core benchmark
+#: machine, docs/BENCHMARKS.md) and above any ramp of new stations, so it only bites in a
+#: reconnect storm; the processes' own admission control (stations/admission.py) still
+#: decides what gets through. 0: no limit.
+HANDSHAKES_PER_SECOND = 50
+
+
+def nginx_config(
+    layout: Layout,
+    port: int,
+    asgi: int,
+    *,
+    workers: str,
+    fds: int,
+    handshakes_per_second: int = HANDSHAKES_PER_SECOND,
+) -> str:
     """The load balancer's configuration (every directive explained in docs/OPERATIONS.md)."""
     d = layout.dir
+    rate = handshakes_per_second * asgi
+    # Two seconds' worth pass at once: a burst of stations booting together is normal.
+    limit_zone, limit = (
+        (
+            f"""
+    # Station handshakes beyond {rate} a second (all processes) are refused here; see
+    # docs/OPERATIONS.md. Only websocket upgrades to /ocpp/ have a key, so only they count.
+    map "$http_upgrade:$uri" $ocpp_handshake {{
+        default "";
+        "~*^websocket:/ocpp/" ocpp;
+    }}
+    limit_req_zone $ocpp_handshake zone=ocpp_handshakes:1m rate={rate}r/s;
+    limit_req_status 429;
+    limit_req_log_level info;
+""",
+            f"""            limit_req zone=ocpp_handshakes burst={2 * rate} nodelay;
+            error_page 429 = @busy;
+""",
+        )
+        if rate > 0
+        else ("", "")
+    )
     servers = "\n".join(
         f"        server 127.0.0.1:{port + i} max_fails=0;" for i in range(1, asgi + 1)
     )
@@ -473,8 +512,8 @@ http {{
         ''      '';
     }}
 
-    # Retry-After of the 503 sent when no ASGI process answers: spread, so that a fleet
-    # turned away while the processes restart does not come back as one wave.
+    # Retry-After of the 503 sent when no ASGI process answers or too many stations connect
+    # at once: spread, so that a fleet turned away does not come back as one wave.
     split_clients "${{request_id}}" $retry_after {{
         20% 5;
         20% 10;
@@ -483,6 +522,7 @@ http {{
         *   30;
     }}
 
+{limit_zone}
     upstream portal {{
         zone portal 64k;
         least_conn;
@@ -511,7 +551,15 @@ http {{
             proxy_send_timeout 3600s;
             proxy_next_upstream error timeout;
             proxy_buffering off;
-            error_page 502 504 = @unavailable;
+{limit}            error_page 502 504 = @unavailable;
+        }}
+
+        # Too many stations connecting at once (limit_req above): told to come back in
+        # 5-30 s, spread; the same 503 and Retry-After a busy process sends.
+        location @busy {{
+            add_header Retry-After $retry_after always;
+            default_type text/plain;
+            return 503 "Too many stations are connecting at once; try again later.\n";
         }}
 
         # No ASGI process answered (all restarting, or every listen queue full).
@@ -538,7 +586,14 @@ def _nginx_binary() -> str:
     return found
 
 
-def up(layout: Layout, *, asgi: int, port: int, nginx_workers: str) -> None:
+def up(
+    layout: Layout,
+    *,
+    asgi: int,
+    port: int,
+    nginx_workers: str,
+    handshakes_per_second: int = HANDSHAKES_PER_SECOND,
+) -> None:
     if asgi < 1:
         raise TopologyError("--asgi must be at least 1")
     nginx = _nginx_binary()
@@ -578,7 +633,16 @@ def up(layout: Layout, *, asgi: int, port: int, nginx_workers: str) -> None:
         if step.returncode != 0:
             raise TopologyError(f"manage.py {command[0]} failed:\n{step.stdout}{step.stderr}")
 
-    layout.nginx_conf.write_text(nginx_config(layout, port, asgi, workers=nginx_workers, fds=fds))
+    layout.nginx_conf.write_text(
+        nginx_config(
+            layout,
+            port,
+            asgi,
+            workers=nginx_workers,
+            fds=fds,
+            handshakes_per_second=handshakes_per_second,
+        )
+    )
     test = subprocess.run(
         [nginx, "-t", "-q", *_nginx_args(layout)[1:]], capture_output=True, text=True
     )
@@ -1086,6 +1150,13 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--asgi", type=int, default=2, help="ASGI processes (default 2)")
     start.add_argument("--port", type=int, default=DEFAULT_PORT, help="nginx port (8080)")
     start.add_argument("--nginx-workers", default="auto", help="worker_processes (auto)")
+    start.add_argument(
+        "--handshakes-per-second",
+        type=int,
+        default=HANDSHAKES_PER_SECOND,
+        help="station handshakes per second and ASGI process nginx passes on; the excess gets "
+        f"503 and Retry-After from nginx (default {HANDSHAKES_PER_SECOND}; 0: no limit)",
+    )
     command("down", "stop everything 'up' started")
     command("restart-asgi", "restart every ASGI process at once (a reconnect storm)")
     for name, text in (
@@ -1102,7 +1173,13 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(args.dir.resolve())
     try:
         if args.command == "up":
-            up(layout, asgi=args.asgi, port=args.port, nginx_workers=args.nginx_workers)
+            up(
+                layout,
+                asgi=args.asgi,
+                port=args.port,
+                nginx_workers=args.nginx_workers,
+                handshakes_per_second=args.handshakes_per_second,
+            )
         elif args.command == "down":
             down(layout)
         elif args.command == "restart-asgi":

@@ -188,8 +188,8 @@ class Topology:
             raise AssertionError(f"topology {args[0]} failed:\n{done.stdout}{done.stderr}")
         return done
 
-    def up(self) -> None:
-        self.run("up", "--asgi", str(self.asgi), "--port", str(self.port))
+    def up(self, *extra: str) -> None:
+        self.run("up", "--asgi", str(self.asgi), "--port", str(self.port), *extra)
 
     def status(self) -> dict:
         return json.loads(self.run("status", "--json", check=False).stdout)
@@ -220,20 +220,20 @@ def _port_free(port: int) -> bool:
 
 @pytest.fixture
 def topology(portal_env, tmp_path):
-    """``start(asgi=2, **extra_env)``: the production topology (``deploy/topology up``) on the
-    test database, production settings (DEBUG off); ``down`` at the end. Needs Debian's nginx:
-    skipped without it, a failure in CI."""
+    """``start(asgi=2, up_args=(), **extra_env)``: the production topology (``deploy/topology
+    up``, with ``up_args``) on the test database, production settings (DEBUG off); ``down`` at
+    the end. Needs Debian's nginx: skipped without it, a failure in CI."""
     from tests.conftest import _skip_or_fail, real_services_expected
 
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         _skip_or_fail("needs nginx (apt-get install nginx-light)", real_services_expected())
     started: list[Topology] = []
 
-    def start(asgi: int = 2, **extra: str) -> Topology:
+    def start(asgi: int = 2, up_args: tuple[str, ...] = (), **extra: str) -> Topology:
         env = {**portal_env, "DEBUG": "0", **extra}
         running = Topology(env, tmp_path / f"topology-{len(started)}", asgi)
         started.append(running)
-        running.up()
+        running.up(*up_args)
         return running
 
     yield start

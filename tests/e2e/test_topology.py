@@ -14,7 +14,9 @@ d) ``kill-asgi`` keeps its process down (the supervisor leaves it) until ``start
    Retry-After while no process is up.
 e) ``restart-asgi`` starts each process once (no race with the supervisor); an nginx master
    SIGKILLed is replaced (its orphaned workers, which hold the port, cleared); ``down``
-   leaves no process behind, the supervisor included."""
+   leaves no process behind, the supervisor included.
+f) nginx refuses station handshakes beyond its rate itself (503, Retry-After), and nothing
+   else: pages and /healthz are not counted."""
 
 from __future__ import annotations
 
@@ -581,3 +583,45 @@ def test_e_restart_asgi_starts_each_once_and_down_leaves_no_process(topology):
     status = topo.status()
     assert not status["supervisor"]["running"], status["supervisor"]
     assert not any(r["running"] for r in status["processes"]), json.dumps(status)
+
+
+# ---------------------------------------------------------------------------- f) nginx limit
+
+
+def _handshake_refusal(url: str, identity: str) -> tuple[int, str, str | None]:
+    """(HTTP status, body, Retry-After) of an OCPP handshake (101: accepted)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    auth = base64.b64encode(f"{identity}:{STATION_PASSWORD}".encode()).decode()
+    try:
+        with connect(
+            f"{url}/ocpp/{identity}",
+            subprotocols=["ocpp1.6"],
+            additional_headers={"Authorization": f"Basic {auth}"},
+            open_timeout=10,
+        ):
+            return 101, "", None
+    except InvalidStatus as exc:
+        response = exc.response
+        return response.status_code, response.body.decode(), response.headers.get("Retry-After")
+
+
+def test_f_nginx_refuses_handshakes_beyond_its_rate_and_nothing_else(topology, fleet_stations):
+    # One handshake a second and process, two at once: the third of a quick series is
+    # refused by nginx, before any process sees it.
+    topo = topology(1, up_args=("--handshakes-per-second", "1"))
+    answers = [_handshake_refusal(topo.ws_url, s.charge_point_id) for s in fleet_stations[:8]]
+    statuses = Counter(status for status, _body, _retry in answers)
+    assert statuses[101] >= 2, answers
+    refused = [(body, retry) for status, body, retry in answers if status == 503]
+    assert refused, answers
+    for body, retry in refused:
+        assert "Too many stations are connecting at once" in body
+        assert retry in {"5", "10", "15", "20", "30"}
+    # Pages and the health check are not station handshakes: never counted.
+    for _ in range(10):
+        with urllib.request.urlopen(topo.url + "/healthz", timeout=5) as response:
+            assert response.status == 200
+    time.sleep(2)  # the rate's tokens come back
+    assert _handshake_refusal(topo.ws_url, fleet_stations[0].charge_point_id)[0] == 101
