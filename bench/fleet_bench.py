@@ -41,6 +41,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import Counter, defaultdict
@@ -577,6 +578,58 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuTimeline(threading.Thread):
+    """Cores used by each part in every second of the hold, to tell which part was busy when
+    the slowest answers came (a periodic job shows as a spike in its part at those seconds)."""
+
+    def __init__(self, pids: dict[str, list[int]], sim_pids: list[int]) -> None:
+        super().__init__(name="cpu-timeline", daemon=True)
+        # Each ASGI process on its own too: one busy process of four hides in their sum.
+        each = {f"asgi{i + 1}": [pid] for i, pid in enumerate(pids.get("asgi", []))}
+        self.pids = {**pids, **each, "simulators": sim_pids}
+        self.seconds: dict[int, dict[str, float]] = {}
+        self.halt = threading.Event()
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        # PostgreSQL's backends come and go (CONN_MAX_AGE): listed afresh each time, and a
+        # backend counts only between two snapshots that both saw it.
+        groups = {**self.pids, "redis": pids_matching("redis-server"),
+                  "postgres": pids_matching("postgres")}  # fmt: skip
+        snap = {name: {p: cpu_seconds(p) for p in group} for name, group in groups.items()}
+        snap["machine"] = {0: machine_busy_seconds()}
+        return snap
+
+    def run(self) -> None:
+        before, at = self.snapshot(), time.time()
+        while not self.halt.wait(1 - (time.time() % 1)):  # on the wall clock's seconds
+            now, t = self.snapshot(), time.time()
+            self.seconds[int(at)] = cpu_share(before, now, t - at)
+            before, at = now, t
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)
+
+    def at_slowest(self, detail: list[tuple[float, float, str]]) -> dict[str, Any]:
+        """Each part's cores in the seconds holding the most of the slowest 1 %, against its
+        median second."""
+        if not self.seconds or not detail:
+            return {}
+        worst = sorted(detail, key=lambda d: -d[1])[: max(1, len(detail) // 100)]
+        busiest = [s for s, _n in Counter(int(t) for t, _ms, _a in worst).most_common(8)]
+        parts = sorted(next(iter(self.seconds.values())))
+        median = {
+            part: sorted(v[part] for v in self.seconds.values())[len(self.seconds) // 2]
+            for part in parts
+        }
+        return {
+            "median_second (cores)": median,
+            "seconds_of_the_slowest (cores)": {
+                str(s): self.seconds.get(s, {}) for s in sorted(busiest)
+            },
+        }
+
+
 def cpu_share(a: dict, b: dict, seconds: float) -> dict[str, float]:
     """Cores used per part between two snapshots (processes present in both)."""
     return {
@@ -660,7 +713,10 @@ def run_fleet(
             if args.profile_hold
             else []
         )
+        timeline = CpuTimeline(pids, [proc.pid for proc in sims.procs])
+        timeline.start()
         guard.sleep(args.hold)
+        timeline.stop()
         hold_s = time.monotonic() - t_hold
         cpu1 = cpu_snapshot(pids)
         reports = sims.ask("report")
@@ -680,6 +736,10 @@ def run_fleet(
             "max_ms": pct(steady, 100),
             "cpu_share (1.0 = one core)": share,
             **steady_breakdown([x for r in reports for x in r["steady_detail"]], args),
+            "cpu_when_slowest": timeline.at_slowest(
+                [x for r in reports for x in r["steady_detail"]]
+            ),
+            "cpu_by_second": {str(k): v for k, v in sorted(timeline.seconds.items())},
         }
         if hold_profile:
             out["hold_profile (CPU)"] = profile_summary(hold_profile)

@@ -64,6 +64,13 @@ def test_fleet_reconnect_storm(portal_env, tmp_path):
     assert result["steady"]["answers"] > 0
     by_action = result["steady"]["by_action (n, p50, p99 ms)"]
     assert sum(n for n, _p50, _p99 in by_action.values()) == result["steady"]["answers"]
+    # The hold's CPU, second by second and part by part (what was busy when answers were slow).
+    timeline = result["steady"]["cpu_by_second"]
+    assert len(timeline) >= 4, timeline
+    parts = set(next(iter(timeline.values())))
+    assert {"asgi", "asgi1", "asgi2", "celery", "postgres", "simulators", "machine"} <= parts
+    assert sum(second["simulators"] for second in timeline.values()) > 0, timeline
+    assert result["steady"]["cpu_when_slowest"]["seconds_of_the_slowest (cores)"], result
     storm = result["storm"]
     assert storm["booted"] == STATIONS, storm
     assert storm["fail_safe_received"] == STATIONS, storm
