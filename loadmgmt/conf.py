@@ -39,9 +39,11 @@ def lease_seconds() -> float:
 
 def renewal_spread_seconds() -> float:
     """Renewals of one recompute reach the stations spread over this many seconds, not all
-    at once (``LOADMGMT_RENEWAL_SPREAD_SECONDS``; by default half a cycle, at most a tenth
-    of a lease: a renewal leaves with 40 % of its lease still to run)."""
-    default = min(float(cycle_seconds()) / 2, float(lease_seconds()) / 10)
+    at once (``LOADMGMT_RENEWAL_SPREAD_SECONDS``; by default a whole cycle, so that one
+    cycle's renewals end as the next cycle's begin and the processes see an even stream, at
+    most a sixth of a lease: a renewal leaves with 40 % of its lease still to run, and
+    arrives with at least a quarter of it)."""
+    default = min(float(cycle_seconds()), float(lease_seconds()) / 6)
     return float(_get("LOADMGMT_RENEWAL_SPREAD_SECONDS", default))
 
 

@@ -222,9 +222,9 @@ def test_renewals_go_out_after_the_changes(tenants, group, monkeypatch):
     )
     report = recompute(tenants.a.pk)
     assert (report.sent_decreases, report.sent_increases, report.renewed) == (1, 1, 2)
-    # Changes go out at once; renewals may be spread over half a cycle (or a tenth of a lease).
+    # Changes go out at once; renewals may be spread over a cycle (or a sixth of a lease).
     spread = conf.renewal_spread_seconds()
-    assert spread == min(conf.cycle_seconds() / 2, conf.lease_seconds() / 10) > 0
+    assert spread == min(conf.cycle_seconds(), conf.lease_seconds() / 6) > 0
     assert sends == [(1, 0.0), (1, 0.0), (2, spread)]
     sent = list(leases().filter(pk__gt=first).values_list("station_id", flat=True))
     assert sent[:2] == [s1.pk, s2.pk]  # the decrease, then the increase
