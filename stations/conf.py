@@ -70,8 +70,9 @@ def boot_wait() -> float:
 
 
 def meter_batch_delay() -> float:
-    """Seconds MeterValues wait to be written together with others (group commit)."""
-    return float(_get("OCPP_METER_BATCH_DELAY", 0.02))
+    """Seconds a MeterValues that finds no write in progress waits for others to be written
+    with (0: none; those that arrive during a write are written together after it anyway)."""
+    return float(_get("OCPP_METER_BATCH_DELAY", 0.0))
 
 
 def meter_batch_size() -> int:

@@ -2,8 +2,11 @@
 
 Every MeterValues.req of every station of this process goes into one buffer; a flusher writes
 the buffer in one transaction (a few queries whatever its size) and only then are the stations
-answered. Under load this turns thousands of small transactions on the single database thread
-into a few large ones; when idle, a sample waits ``OCPP_METER_BATCH_DELAY`` (20 ms) at most.
+answered. Under load this turns thousands of small transactions into a few large ones: what
+arrives while a batch is being written is the next batch. A sample that finds no write in
+progress is written at once (``OCPP_METER_BATCH_DELAY``, 0 s: waiting for company paid off
+only under a load that forms batches by itself, and cost every MeterValues answer of a
+steady fleet 20 ms).
 """
 
 from __future__ import annotations
@@ -271,9 +274,11 @@ class MeterBatcher:
         from stations.live import push_rendered
 
         while self._items:
-            self._wakeup = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), conf.meter_batch_delay())
+            delay = conf.meter_batch_delay()
+            if delay > 0:
+                self._wakeup = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), delay)
             items, self._items = self._items, []
             try:
                 outcome = await db(write_batch)(

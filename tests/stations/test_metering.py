@@ -65,3 +65,43 @@ def test_the_migration_merges_samples_stored_twice(station):
     assert rows == [(1, 100.0, 3700.0, 55.0), (2, 7.0, None, None)]
     first = MeterSample.objects.get(connector_id=1)
     assert first.pk == min(MeterSample.objects.values_list("pk", flat=True))
+
+
+async def test_samples_that_arrive_during_a_write_are_the_next_batch(monkeypatch):
+    """Group commit without a delay (the default): the first sample is written at once, not
+    held back for company; the ones that come while it is being written wait for it and then
+    go together in one batch."""
+    import asyncio
+    import threading
+
+    from stations import metering
+
+    held_back: list[float] = []
+    real_wait_for = asyncio.wait_for
+
+    def wait_for(awaitable, timeout):
+        held_back.append(timeout)
+        return real_wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(metering.asyncio, "wait_for", wait_for)
+    batches: list[list[int]] = []
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def write(items, now):
+        batches.append([station_id for station_id, *_ in items])
+        if len(batches) == 1:
+            first_started.set()
+            release_first.wait(5)
+        return metering.FlushOutcome({})
+
+    monkeypatch.setattr(metering, "write_batch", write)
+    batcher = metering.MeterBatcher()
+    first = asyncio.ensure_future(batcher.add(1, 1, None, [{"time": AT}]))
+    assert await asyncio.to_thread(first_started.wait, 5)  # written at once, not after a wait
+    rest = [asyncio.ensure_future(batcher.add(n, 1, None, [{"time": AT}])) for n in (2, 3, 4)]
+    await asyncio.sleep(0.05)
+    assert not any(f.done() for f in [first, *rest])  # answered only once written
+    release_first.set()
+    await real_wait_for(asyncio.gather(first, *rest), 5)
+    assert batches == [[1], [2, 3, 4]]
+    assert held_back == []
