@@ -18,9 +18,15 @@ scans at most that many objects.
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import time
+
+log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD0 = 50_000
+# A full collection longer than this is logged (a process stopped that long answers nothing).
+SLOW_FULL_COLLECTION_MS = 100.0
 
 
 def collector_tune() -> tuple[int, int, int]:
@@ -33,4 +39,31 @@ def collector_tune() -> tuple[int, int, int]:
     gc.freeze()
     _, threshold1, threshold2 = gc.get_threshold()
     gc.set_threshold(threshold0, threshold1, threshold2)
+    if full_collection_watch not in gc.callbacks:
+        gc.callbacks.append(full_collection_watch)
     return gc.get_threshold()
+
+
+_full_started: float | None = None
+
+
+def full_collection_watch(phase: str, info: dict) -> None:
+    """Logs a full (oldest-generation) collection that stopped the process for longer than
+    ``SLOW_FULL_COLLECTION_MS``: the objects of thousands of connections are not frozen, and
+    scanning them all is the one pause of a steady process that no request explains (seen
+    in the fleet benchmark as one process's answers all slow for one second)."""
+    global _full_started
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _full_started = time.perf_counter()
+    elif phase == "stop" and _full_started is not None:
+        took_ms = (time.perf_counter() - _full_started) * 1000
+        _full_started = None
+        if took_ms > SLOW_FULL_COLLECTION_MS:
+            log.warning(
+                "full garbage collection took %.0f ms (%d objects tracked, %d collected)",
+                took_ms,
+                len(gc.get_objects(generation=2)),
+                info.get("collected", 0),
+            )

@@ -16,6 +16,8 @@ def restored_collector():
     yield
     gc.unfreeze()
     gc.set_threshold(*thresholds)
+    if collector.full_collection_watch in gc.callbacks:
+        gc.callbacks.remove(collector.full_collection_watch)
 
 
 def test_freezes_what_is_loaded_and_raises_the_young_threshold(restored_collector, monkeypatch):
@@ -24,6 +26,27 @@ def test_freezes_what_is_loaded_and_raises_the_young_threshold(restored_collecto
     assert collector.collector_tune() == (collector.DEFAULT_THRESHOLD0, t1, t2)
     assert gc.get_threshold()[0] == 50_000
     assert gc.get_freeze_count() > 10_000  # the test process's modules, Django and all
+
+
+def test_a_slow_full_collection_is_logged(restored_collector, monkeypatch, caplog):
+    monkeypatch.delenv("GC_THRESHOLD0", raising=False)
+    collector.collector_tune()
+    assert collector.full_collection_watch in gc.callbacks
+    collector.collector_tune()  # tuned twice (tests), watched once
+    assert gc.callbacks.count(collector.full_collection_watch) == 1
+    monkeypatch.setattr(collector, "SLOW_FULL_COLLECTION_MS", 1_000_000.0)
+    with caplog.at_level("WARNING", logger="portal.collector"):
+        gc.collect(1)
+        gc.collect(2)
+    assert caplog.records == []  # a young collection is not watched; this one was quick
+    monkeypatch.setattr(collector, "SLOW_FULL_COLLECTION_MS", -1.0)
+    with caplog.at_level("WARNING", logger="portal.collector"):
+        gc.collect(1)
+        assert caplog.records == []
+        gc.collect(2)
+    assert [r.getMessage().startswith("full garbage collection took") for r in caplog.records] == [
+        True
+    ]
 
 
 def test_the_threshold_is_configurable_and_zero_leaves_cpython_s(restored_collector, monkeypatch):
