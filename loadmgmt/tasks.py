@@ -414,48 +414,17 @@ def loadmgmt_due() -> int:
     return len(due)
 
 
-# With a worker, the cycle's organizations go in at most this many parts, each started at
-# its own moment of the cycle (see loadmgmt_cycle).
-CYCLE_PARTS = 5
-
-
 @shared_task
 def loadmgmt_cycle() -> int:
-    """Every organization recomputed whole once a cycle. With a worker, the organizations are
-    dealt into up to ``CYCLE_PARTS`` parts started evenly over the cycle: all at its start,
-    the worker and PostgreSQL were busy for two of every ten seconds at 10,000 stations, and
-    the stations' answers in those two seconds were the slowest of the steady state
-    (docs/BENCHMARKS.md, session 17). Each part expires a cycle after its moment: a worker
-    that fell behind skips it, and the next cycle covers it."""
     from loadmgmt.models import LoadGroup
 
     organizations = sorted(set(LoadGroup.objects.values_list("organization_id", flat=True)))
-    if eager() or len(organizations) <= 1:
-        _cycle_run(organizations)
-        return len(organizations)
-    count = min(len(organizations), CYCLE_PARTS)
-    parts = [organizations[i::count] for i in range(count)]
-    slot = conf.cycle_seconds() / count
-    for i, part in enumerate(parts[1:], start=1):
-        loadmgmt_cycle_part.apply_async(
-            (part,), countdown=i * slot, expires=i * slot + conf.cycle_seconds()
-        )
-    _cycle_run(parts[0])
-    return len(organizations)
-
-
-@shared_task
-def loadmgmt_cycle_part(organization_ids: list[int]) -> int:
-    _cycle_run(organization_ids)
-    return len(organization_ids)
-
-
-def _cycle_run(organization_ids: list[int]) -> None:
-    for organization_id in organization_ids:
+    for organization_id in organizations:
         try:
             recompute_locked(organization_id, reruns=0)
         except Exception:
             log.exception("load recompute of organization %s failed", organization_id)
+    return len(organizations)
 
 
 @shared_task

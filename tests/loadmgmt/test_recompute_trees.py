@@ -16,7 +16,6 @@ from loadmgmt.models import ConnectorSetpoint, NodeLoadSample
 from loadmgmt.recompute import recompute, scope_resolve, tree_roots
 from stations.events import StationEvent
 from stations.models import StationCommand
-from tests.factories import OrganizationFactory
 from tests.loadmgmt.factories import (
     LoadGroupFactory,
     MeterFactory,
@@ -398,63 +397,10 @@ def test_the_cycle_runs_each_organization_once_and_hands_later_changes_to_a_task
         tasks.recompute_soon(organization_id, "g1")  # a change while it runs
 
     monkeypatch.setattr("loadmgmt.recompute.recompute", busy)
-    monkeypatch.setattr(  # the later parts of the cycle: run here and now
-        tasks.loadmgmt_cycle_part,
-        "apply_async",
-        lambda args, **kw: tasks.loadmgmt_cycle_part(*args),
-    )
     LoadGroupFactory(organization=tenants.a)
     LoadGroupFactory(organization=tenants.b)
     assert tasks.loadmgmt_cycle() == 2
-    assert sorted(runs) == sorted([(tenants.a.pk, {tasks.WHOLE}), (tenants.b.pk, {tasks.WHOLE})])
+    assert runs == [(tenants.a.pk, {tasks.WHOLE}), (tenants.b.pk, {tasks.WHOLE})]
     assert rests == []
     # The change scheduled its task itself (the cycle holds no scheduled mark): one each.
     assert sorted(countdowns) == sorted([(tenants.a.pk, None), (tenants.b.pk, None)])
-
-
-def test_with_a_broker_the_cycle_spreads_the_organizations_over_the_cycle(
-    tenants, settings, monkeypatch
-):
-    """Seven organizations: five parts, the first recomputed at once, the others started
-    2, 4, 6 and 8 s into the 10 s cycle, each expiring a cycle after its moment; every
-    organization exactly once."""
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    settings.LOADMGMT_CYCLE_SECONDS = 10
-    runs, later = [], []
-    monkeypatch.setattr(
-        "loadmgmt.recompute.recompute",
-        lambda organization_id, *, parts=None, now=None: runs.append(organization_id),
-    )
-    monkeypatch.setattr(
-        tasks.loadmgmt_cycle_part,
-        "apply_async",
-        lambda args, **kw: later.append((args[0], kw["countdown"], kw["expires"])),
-    )
-    organizations = [tenants.a, tenants.b] + [OrganizationFactory() for _ in range(5)]
-    for organization in organizations:
-        LoadGroupFactory(organization=organization)
-    ids = sorted(o.pk for o in organizations)
-    assert tasks.loadmgmt_cycle() == 7
-    assert runs == [ids[0], ids[5]]  # the first part, now
-    assert [(countdown, expires) for _part, countdown, expires in later] == [
-        (2.0, 12.0),
-        (4.0, 14.0),
-        (6.0, 16.0),
-        (8.0, 18.0),
-    ]
-    for part, _countdown, _expires in later:
-        tasks.loadmgmt_cycle_part(part)
-    assert sorted(runs) == ids
-
-
-def test_without_a_broker_the_cycle_recomputes_every_organization_at_once(tenants, monkeypatch):
-    """Embedded (no worker, no timers): the periodic thread runs them one after the other."""
-    runs = []
-    monkeypatch.setattr(
-        "loadmgmt.recompute.recompute",
-        lambda organization_id, *, parts=None, now=None: runs.append(organization_id),
-    )
-    LoadGroupFactory(organization=tenants.a)
-    LoadGroupFactory(organization=tenants.b)
-    assert tasks.loadmgmt_cycle() == 2
-    assert runs == sorted([tenants.a.pk, tenants.b.pk])
