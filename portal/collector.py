@@ -50,8 +50,9 @@ _full_started: float | None = None
 def full_collection_watch(phase: str, info: dict) -> None:
     """Logs a full (oldest-generation) collection that stopped the process for longer than
     ``SLOW_FULL_COLLECTION_MS``: the objects of thousands of connections are not frozen, and
-    scanning them all is the one pause of a steady process that no request explains (seen
-    in the fleet benchmark as one process's answers all slow for one second)."""
+    scanning them all stops the process. Suspected when one process's answers were all slow
+    for a second in the fleet benchmark; in the two runs with this watch it logged nothing
+    (docs/BENCHMARKS.md, session 17), so a line here rules the cause in or out."""
     global _full_started
     if info.get("generation") != 2:
         return
