@@ -75,6 +75,11 @@ def meter_batch_delay() -> float:
     return float(_get("OCPP_METER_BATCH_DELAY", 0.0))
 
 
+def meter_batches_in_flight() -> int:
+    """MeterValues batches one process writes at once (at least 1)."""
+    return max(1, int(_get("OCPP_METER_BATCHES_IN_FLIGHT", 2)))
+
+
 def meter_batch_size() -> int:
     return int(_get("OCPP_METER_BATCH_SIZE", 500))
 

@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.utils import timezone
 
 from stations import conf
 from stations.dbcalls import db
@@ -99,11 +97,9 @@ class FlushOutcome:
     pushes: dict[int, dict[str, Any]]
 
 
-def write_batch(
-    items: list[tuple[int, int, int | None, list[dict[str, Any]]]], now: datetime
-) -> FlushOutcome:
+def write_batch(items: list[tuple[int, int, int | None, list[dict[str, Any]]]]) -> FlushOutcome:
     """One transaction: resolve sessions (2 queries), insert samples, update open sessions'
-    energy and power, touch the stations' ``last_seen``."""
+    energy and power."""
     from stations.live import power_fragment
 
     station_ids = {station_id for station_id, *_ in items}
@@ -166,19 +162,21 @@ def write_batch(
                 station_id, connector_id, latest["power_w"]
             )
             push["power"].append([station_id, connector_id, latest["power_w"]])
+    # Sessions grouped by the columns they change: a charging station's message carries its
+    # energy and its power, so mostly one UPDATE for all of them.
+    by_fields: dict[tuple[str, ...], list[ChargingSession]] = {}
+    for update in session_updates.values():
+        fields = (("energy_wh", "last_meter_wh") if update.last_meter_wh is not None else ()) + (
+            ("power_w",) if update.power_w is not None else ()
+        )
+        if fields:
+            by_fields.setdefault(fields, []).append(update)
+    # ``Station.last_seen`` is not written here: every message of a connection already writes
+    # it, once a minute (``OCPP_LAST_SEEN_EVERY``, stations/consumers.py and relay.py).
     with transaction.atomic():
         _insert_or_merge(list(rows.values()))
-        with_energy = [
-            u
-            for u in session_updates.values()
-            if u.energy_wh is not None and u.last_meter_wh is not None
-        ]
-        if with_energy:
-            ChargingSession.objects.bulk_update(with_energy, ["energy_wh", "last_meter_wh"])
-        with_power = [u for u in session_updates.values() if u.power_w is not None]
-        if with_power:
-            ChargingSession.objects.bulk_update(with_power, ["power_w"])
-        Station.objects.filter(pk__in=station_ids).update(last_seen=now)
+        for fields, updates in by_fields.items():
+            ChargingSession.objects.bulk_update(updates, list(fields))
     return FlushOutcome(pushes)
 
 
@@ -247,12 +245,19 @@ def _insert_or_merge(rows: list[dict[str, Any]]) -> None:
 
 
 class MeterBatcher:
-    """One per event loop. ``add`` returns when the samples are committed."""
+    """One per event loop. ``add`` returns when the samples are committed.
+
+    Up to ``OCPP_METER_BATCHES_IN_FLIGHT`` batches (default 2) are written at once: with one,
+    a commit that took long (a checkpoint's writes, a busy machine) held every MeterValues of
+    the process behind it, and the steady state's slowest answers were MeterValues that came
+    during such a commit (docs/BENCHMARKS.md, session 17). Batches in flight never hold the
+    same station: a station waits for our answer before its next message (OCPP-J), and we
+    answer after the commit."""
 
     def __init__(self) -> None:
         self._items: list[_Item] = []
         self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._writers: set[asyncio.Task] = set()
 
     async def add(
         self,
@@ -264,8 +269,9 @@ class MeterBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._items.append(_Item(station_id, connector_id, transaction_id, samples, future))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run())
+        self._writers = {task for task in self._writers if not task.done()}
+        if len(self._writers) < conf.meter_batches_in_flight():
+            self._writers.add(loop.create_task(self._run()))
         elif len(self._items) >= conf.meter_batch_size() and self._wakeup is not None:
             self._wakeup.set()
         await future
@@ -280,10 +286,11 @@ class MeterBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), delay)
             items, self._items = self._items, []
+            if not items:  # another writer took them during the delay
+                return
             try:
                 outcome = await db(write_batch)(
-                    [(i.station_id, i.connector_id, i.transaction_id, i.samples) for i in items],
-                    timezone.now(),
+                    [(i.station_id, i.connector_id, i.transaction_id, i.samples) for i in items]
                 )
             except Exception as exc:  # answer every waiting station with the error
                 log.exception("meter batch of %d failed", len(items))
