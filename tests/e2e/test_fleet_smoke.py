@@ -28,6 +28,18 @@ def _ports(asgi: int) -> int:
     return port
 
 
+def test_the_fleet_s_cars_are_not_all_on_one_simulator_process():
+    """One car in every four consecutive stations (each load group its share), not always
+    the first of the four: the simulator processes take every fourth station, and the cars
+    all on one of them all came to one ASGI process (bench/fleet_bench.py, charging_plan)."""
+    plan = fleet_bench.charging_plan(10_000, 0.25)
+    assert sum(plan) == 2_500
+    assert all(sum(plan[block : block + 4]) == 1 for block in range(0, 10_000, 4))
+    assert min(sum(plan[k::4]) for k in range(4)) > 500  # before: 2,500, 0, 0, 0
+    assert fleet_bench.charging_plan(10_000, 0.25) == plan  # the same fleet every run
+    assert fleet_bench.charging_plan(8, 0) == [False] * 8
+
+
 def test_fleet_reconnect_storm(portal_env, tmp_path):
     from tests.conftest import _skip_or_fail, real_services_expected
 
