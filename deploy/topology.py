@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,13 +194,33 @@ def _stop_together(
     (SIGKILL for what is left after it): stopping ASGI processes one after the other would
     keep a restart's storm waiting for each one's graceful shutdown in turn. Returns the names
     of those that were running."""
-    signalled = {}
+    running = {}
     for name in names:
-        pid = _signal(layout, name, sig)
+        pid = _read_pid(layout, name)
         if pid is None:
             layout.pid(name).unlink(missing_ok=True)
         else:
-            signalled[name] = pid
+            running[name] = pid
+    stopped = _stop_pids(layout, running, sig)
+    for name in running:
+        layout.pid(name).unlink(missing_ok=True)
+    return stopped
+
+
+def _stop_pids(
+    layout: Layout, pids: dict[str, int], sig: signal.Signals = signal.SIGTERM
+) -> list[str]:
+    """``_stop_together`` by pid (the names only label them): their pid files are left as
+    they are. Only processes of this topology are signalled."""
+    signalled = {}
+    for name, pid in pids.items():
+        if not (_alive(pid) and _ours(pid, layout)):
+            continue
+        try:
+            os.killpg(pid, sig)  # the group: a prefork Celery worker's children too
+        except ProcessLookupError:
+            continue
+        signalled[name] = pid
     deadline = time.monotonic() + STOP_GRACE
     while any(_alive(pid) for pid in signalled.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -208,8 +230,6 @@ def _stop_together(
                 os.killpg(pid, signal.SIGKILL)
     while any(_alive(pid) for pid in signalled.values()) and time.monotonic() < deadline + 5:
         time.sleep(0.05)
-    for name in signalled:
-        layout.pid(name).unlink(missing_ok=True)
     return list(signalled)
 
 
@@ -282,6 +302,19 @@ def _held_down(state: dict) -> set[str]:
     return set(state.get("held_down", []))
 
 
+def _retiring(state: dict) -> dict[str, int]:
+    """ASGI processes a running 'restart-asgi' is replacing: no longer in their pid files,
+    stopped once their successors answer (or left to serve if those never do)."""
+    return dict(state.get("retiring", {}))
+
+
+def _set_state(layout: Layout, **values: object) -> None:
+    """Call with the command lock held."""
+    state = json.loads(layout.state.read_text())
+    state.update(values)
+    _write_json(layout.state, state)
+
+
 def _set_held_down(layout: Layout, names: set[str], held: bool) -> None:
     """Call with the command lock held."""
     state = json.loads(layout.state.read_text())
@@ -313,20 +346,70 @@ def _get(url: str, timeout: float = 3.0) -> tuple[int, str]:
         return 0, str(exc)
 
 
+def _control_address(pid: int) -> str:
+    """The ASGI process's own socket (portal.serve.control_address; this script imports
+    nothing of the portal's): a check through the shared port may reach either process of a
+    port while one takes over from the other."""
+    return f"\0portal-asgi-{pid}"
+
+
+class _ControlConnection(http.client.HTTPConnection):
+    def __init__(self, address: str, timeout: float) -> None:
+        super().__init__("127.0.0.1", timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _get_process(pid: int, path: str = "/healthz", timeout: float = 3.0) -> tuple[int, str]:
+    """GET ``path`` from ASGI process ``pid`` itself."""
+    connection = _ControlConnection(_control_address(pid), timeout)
+    try:
+        connection.request("GET", path, headers={"Host": "127.0.0.1"})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, str(exc) or type(exc).__name__
+    finally:
+        connection.close()
+
+
 def _wait_healthy(
-    url: str, *, pid: int | None = None, log: Path | None = None, timeout: float = HEALTH_TIMEOUT
+    url: str,
+    *,
+    pid: int | None = None,
+    log: Path | None = None,
+    timeout: float = HEALTH_TIMEOUT,
+    probe: Callable[[], tuple[int, str]] | None = None,
 ) -> None:
+    probe = probe or (lambda: _get(url + "/healthz"))
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if pid is not None and not _alive(pid):
             raise TopologyError(f"process {pid} exited while starting: see {log}")
-        status, body = _get(url + "/healthz")
+        status, body = probe()
         if status == 200:
             return
         last = f"{status} {body[:200]}"
         time.sleep(0.2)
-    raise TopologyError(f"{url}/healthz did not answer 200 within {timeout:.0f} s ({last})")
+    raise TopologyError(f"{url}: /healthz did not answer 200 within {timeout:.0f} s ({last})")
+
+
+def _wait_asgi_healthy(layout: Layout, name: str, pid: int) -> None:
+    """Until ASGI process ``pid`` itself answers /healthz with 200 (not its port: during a
+    restart the old process of that port answers there too)."""
+    _wait_healthy(
+        f"{name} (pid {pid})", pid=pid, log=layout.log(name), probe=lambda: _get_process(pid)
+    )
 
 
 def _connections_by_port() -> dict[int, int]:
@@ -363,32 +446,9 @@ def _load(layout: Layout) -> tuple[dict, dict[str, str]]:
 
 
 def _asgi_args(port: int) -> list[str]:
-    return [
-        _python(),
-        "-m",
-        "uvicorn",
-        "portal.asgi:application",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        # nginx on loopback is the only client: trust its X-Forwarded-For/-Proto.
-        "--proxy-headers",
-        "--forwarded-allow-ips",
-        "127.0.0.1",
-        "--ws-max-size",
-        "65536",
-        # Some chargers ignore websocket pings; OCPP Heartbeats tell us who is alive.
-        "--ws-ping-interval",
-        "0",
-        "--backlog",
-        "4096",  # a reconnect storm of thousands of stations queues here, not refused
-        "--timeout-graceful-shutdown",
-        "5",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    # Uvicorn with the production options, on a port the next process of this index can
+    # share while it takes over (portal/serve.py, restart_asgi).
+    return [_python(), "-m", "portal.serve", "--port", str(port)]
 
 
 def _celery_args(layout: Layout, state: dict, kind: str) -> list[str]:
@@ -601,6 +661,7 @@ def up(
     running = [n for n in [*names, SUPERVISOR] if _read_pid(layout, n)]
     if running:
         raise TopologyError(f"already running in {layout.dir}: {', '.join(running)} (run 'down')")
+    _ports_free(port, asgi)
     for sub in ("run", "logs", "tmp"):
         (layout.dir / sub).mkdir(parents=True, exist_ok=True)
     fds = _raise_fd_limit()
@@ -661,7 +722,7 @@ def up(
         pids = _handed_over(layout, state, env, supervisor, names, wake=False)
         for i in range(1, asgi + 1):
             name = f"asgi-{i}"
-            _wait_healthy(f"http://127.0.0.1:{port + i}", pid=pids[name], log=layout.log(name))
+            _wait_asgi_healthy(layout, name, pids[name])
         _wait_healthy(f"http://127.0.0.1:{port}", log=layout.log("nginx"))
     except TopologyError:
         down(layout)
@@ -672,6 +733,22 @@ def up(
         print(f"asgi-{i}:        http://127.0.0.1:{port + i}/  (pid {pids[f'asgi-{i}']})")
     print(f"supervisor:    pid {supervisor}, restarts what exits ({layout.log(SUPERVISOR)})")
     print(f"files:         {layout.dir} (logs/, run/, nginx.conf)")
+
+
+def _ports_free(port: int, asgi: int) -> None:
+    """The ASGI processes bind their ports with SO_REUSEPORT (portal/serve.py): a port held
+    by another process of the same user that did so too would be shared, not refused. So each
+    port is tried here as a plain listener first (SO_REUSEADDR only, for connections of an
+    earlier run still in TIME_WAIT)."""
+    for each in range(port, port + asgi + 1):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", each))
+        except OSError as exc:
+            raise TopologyError(f"port {each} is taken ({exc.strerror})") from exc
+        finally:
+            probe.close()
 
 
 def _names(layout: Layout, asgi: int | None = None) -> list[str]:
@@ -766,6 +843,12 @@ def down(layout: Layout) -> None:
         for group in (["nginx"], asgi, celery):
             for name in _stop_together(layout, group):
                 print(f"stopped {name}")
+        # A restart-asgi interrupted between starting the new processes and stopping the old.
+        with contextlib.suppress(OSError, ValueError):
+            retiring = _retiring(json.loads(layout.state.read_text()))
+            for name in _stop_pids(layout, retiring):
+                print(f"stopped {name} (pid {retiring[name]}, being replaced)")
+            _set_state(layout, retiring={})
 
 
 def _index(state: dict, value: int) -> int:
@@ -801,31 +884,50 @@ def start_asgi(layout: Layout, index: int) -> None:
         layout.pid(name).unlink(missing_ok=True)
 
     pid = _start_processes(layout, state, env, [name], prepare)[name]
-    _wait_healthy(f"http://127.0.0.1:{state['port'] + index}", pid=pid, log=layout.log(name))
+    _wait_asgi_healthy(layout, name, pid)
     print(f"started {name} (pid {pid})")
 
 
 def restart_asgi(layout: Layout) -> None:
-    """Every ASGI process at once: all their stations reconnect together (a storm)."""
+    """Every ASGI process, with no moment when none listens: each new process starts beside
+    the old one of its port (they share it, portal/serve.py), and once every new one answers
+    /healthz the old ones stop together. Their stations reconnect at once (a storm) to
+    processes that are already up. A new process that does not come up is stopped again and
+    the old ones go on serving."""
     state, env = _load(layout)
-    indexes = range(1, state["asgi"] + 1)
-    names = [f"asgi-{i}" for i in indexes]
-
+    names = [f"asgi-{i}" for i in range(1, state["asgi"] + 1)]
     began = time.monotonic()
-    stopped_after: list[float] = []
+    old: dict[str, int] = {}
 
     def prepare() -> None:
-        _stop_together(layout, names)  # removes their pid files
-        stopped_after.append(time.monotonic() - began)
+        old.update({n: pid for n in names if (pid := _read_pid(layout, n)) is not None})
+        # The supervisor must not take the old ones for exited processes once their pid
+        # files are gone (which tells it to start the new ones now).
+        _set_state(layout, retiring=old)
         _set_held_down(layout, set(names), held=False)  # one held by kill-asgi starts too
+        for name in names:
+            layout.pid(name).unlink(missing_ok=True)
 
     pids = _start_processes(layout, state, env, names, prepare)
-    for i in indexes:
-        name = f"asgi-{i}"
-        _wait_healthy(f"http://127.0.0.1:{state['port'] + i}", pid=pids[name], log=layout.log(name))
+    try:
+        for name in names:
+            _wait_asgi_healthy(layout, name, pids[name])
+    except TopologyError as exc:
+        with _command_lock(layout):
+            replaced = [n for n in names if n in old]
+            _stop_pids(layout, {n: pids[n] for n in replaced})
+            for name in replaced:
+                layout.pid(name).write_text(f"{old[name]}\n")
+            _set_state(layout, retiring={})
+        raise TopologyError(f"{exc}; the old ASGI processes go on serving") from exc
+    answering = time.monotonic() - began
+    with _command_lock(layout):
+        _stop_pids(layout, old)
+        _set_state(layout, retiring={})
+    stopped = time.monotonic() - began
     print(
-        f"restarted {len(pids)} ASGI processes: stopped after {stopped_after[0]:.1f} s, "
-        f"all answering after {time.monotonic() - began:.1f} s"
+        f"restarted {len(pids)} ASGI processes: new ones answering after {answering:.1f} s, "
+        f"old ones stopped after {stopped:.1f} s"
     )
 
 
@@ -905,13 +1007,22 @@ class Supervisor:
         """Start or restart one process if due; True if what 'status' shows changed."""
         pid = _read_pid(self.layout, w.name)
         if pid is not None:
-            if pid != w.pid:  # started while no supervisor ran: its exit status will be unknown
-                w.pid, w.up_since = pid, now
+            if pid != w.pid:
+                # Started while no supervisor ran (its exit status will be unknown), or put
+                # back by a restart-asgi whose new process failed: nothing left to restart.
+                w.pid, w.up_since, w.restart_at = pid, now, None
             if now - w.up_since >= BACKOFF_RESET_AFTER:
                 w.backoff = BACKOFF_FIRST
             return False
         pid_file = self.layout.pid(w.name)
         changed = False
+        if w.pid is not None and w.pid in _retiring(state).values():
+            # 'restart-asgi' starts its successor beside it and stops it later; it stays a
+            # child of ours until then (reaped in round()).
+            _log(f"{w.name} (pid {w.pid}) is being replaced: its successor starts beside it")
+            w.pid = None
+            self._launch(w, state, env, now, restart=False)
+            return True
         if w.pid is not None:  # it ran at the last round
             changed = True
             how = self._exit_status(w.pid)
@@ -1090,7 +1201,12 @@ def status(layout: Layout, *, as_json: bool) -> bool:
             row["port"] = port
         if "port" in row:
             row["url"] = f"http://127.0.0.1:{row['port']}"
-            code, body = _get(row["url"] + "/healthz") if pid is not None else (0, "")
+            if pid is None:
+                code, body = 0, ""
+            elif name.startswith("asgi-"):
+                code, body = _get_process(pid)  # this process, not whichever holds the port
+            else:
+                code, body = _get(row["url"] + "/healthz")
             row["healthy"] = code == 200
             if pid is not None and code != 200:
                 row["health"] = f"{code} {body[:300]}"

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -540,21 +541,70 @@ def test_d_kill_asgi_keeps_the_process_down_until_start_asgi(topology, fleet_sta
     assert status["ok"], json.dumps(status)
 
 
-def test_e_restart_asgi_starts_each_once_and_down_leaves_no_process(topology):
+def _poll_until(url: str, stop: threading.Event, answers: Counter) -> None:
+    """GET ``url`` every 20 ms until ``stop``; count the answers (status, or the error)."""
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                answers[response.status] += 1
+        except urllib.error.HTTPError as exc:
+            answers[f"{exc.code} {exc.read()[:300]!r}"] += 1
+        except OSError as exc:
+            answers[type(exc).__name__] += 1
+        time.sleep(0.02)
+
+
+def _asgi_pids(status: dict) -> list[int]:
+    return [r["pid"] for r in status["processes"] if r["name"].startswith("asgi-")]
+
+
+def test_e_restart_asgi_starts_each_once_and_down_leaves_no_process(topology, fleet_stations):
     topo = topology(2)
     status = topo.status()
     assert status["ok"] and status["supervisor"]["running"], json.dumps(status)
+    old = _asgi_pids(status)
 
-    # restart-asgi stops both and the supervisor starts them: one process per port, and
-    # nothing counted as a restart (no exit was taken for a crash).
-    topo.run("restart-asgi")
-    uvicorns = [cmd for cmd in processes_of(topo.dir).values() if "uvicorn" in cmd]
-    assert len(uvicorns) == 2, uvicorns
-    assert sorted(cmd.split("--port ")[1].split()[0] for cmd in uvicorns) == [
+    async def restart_with_stations() -> Counter:
+        sims = [sim(s, topo.ws_url) for s in fleet_stations[:10]]
+        try:
+            await asyncio.gather(*(s.start(wait=False) for s in sims))
+            await asyncio.gather(*(s.wait_online(30) for s in sims))
+            answers: Counter = Counter()
+            stop = threading.Event()
+            poller = threading.Thread(
+                target=_poll_until, args=(topo.url + "/accounts/login/", stop, answers)
+            )
+            poller.start()
+            try:
+                await asyncio.to_thread(topo.run, "restart-asgi")
+            finally:
+                stop.set()
+                await asyncio.to_thread(poller.join)
+
+            # Every station was closed by its old process and came back to a new one.
+            async def back() -> bool:
+                return all(s.stats.connects >= 2 and s.connected for s in sims)
+
+            await wait_until(back, 30)
+            await wait_until(lambda: _all_held(len(sims)), 15)
+            return answers
+        finally:
+            await stop_all(sims)
+
+    # restart-asgi starts each new process beside the old one of its port, and stops the
+    # old ones once the new ones answer: the portal's pages answered throughout.
+    answers = asyncio.run(restart_with_stations())
+    assert set(answers) == {200} and answers[200] > 20, answers
+    servers = [cmd for cmd in processes_of(topo.dir).values() if "portal.serve" in cmd]
+    assert len(servers) == 2, servers
+    assert sorted(cmd.split("--port ")[1].split()[0] for cmd in servers) == [
         str(topo.port + 1),
         str(topo.port + 2),
     ]
     status = topo.status()
+    assert status["ok"], json.dumps(status)
+    assert not set(old) & set(_asgi_pids(status)), json.dumps(status)
+    # Nothing counted as a restart (no exit was taken for a crash).
     assert [r["restarts"] for r in status["processes"]] == [0] * 5, json.dumps(status)
 
     # nginx's master SIGKILLed: its workers live on, holding the port; the supervisor clears
@@ -583,6 +633,31 @@ def test_e_restart_asgi_starts_each_once_and_down_leaves_no_process(topology):
     status = topo.status()
     assert not status["supervisor"]["running"], status["supervisor"]
     assert not any(r["running"] for r in status["processes"]), json.dumps(status)
+
+
+def test_e_a_restart_whose_new_processes_fail_leaves_the_old_ones_serving(topology):
+    topo = topology(2)
+    old = _asgi_pids(topo.status())
+    # The processes' environment is read at each start: new ones cannot start with it.
+    env_file = topo.dir / "env.json"
+    good = env_file.read_text()
+    env_file.write_text(json.dumps({**json.loads(good), "DJANGO_SETTINGS_MODULE": "nowhere"}))
+    try:
+        failed = topo.run("restart-asgi", check=False)
+    finally:
+        env_file.write_text(good)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "the old ASGI processes go on serving" in failed.stderr, failed.stderr
+    status = topo.status()
+    assert status["ok"] and _asgi_pids(status) == old, json.dumps(status)
+    servers = [cmd for cmd in processes_of(topo.dir).values() if "portal.serve" in cmd]
+    assert len(servers) == 2, servers  # the failed new ones are gone
+    with urllib.request.urlopen(topo.url + "/healthz", timeout=10) as response:
+        assert response.status == 200
+    # The supervisor was not left waiting to restart anything: the next restart works.
+    topo.run("restart-asgi")
+    status = topo.status()
+    assert status["ok"] and not set(old) & set(_asgi_pids(status)), json.dumps(status)
 
 
 # ---------------------------------------------------------------------------- f) nginx limit
