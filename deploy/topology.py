@@ -915,7 +915,14 @@ def restart_asgi(layout: Layout) -> None:
     except TopologyError as exc:
         with _command_lock(layout):
             replaced = [n for n in names if n in old]
-            _stop_pids(layout, {n: pids[n] for n in replaced})
+            # The new process, and any the supervisor started again after it failed (its
+            # pid file then names that one).
+            new = {f"{n} ({pids[n]})": pids[n] for n in replaced}
+            for name in replaced:
+                again = _read_pid(layout, name)
+                if again is not None and again not in (pids[name], old[name]):
+                    new[f"{name} ({again})"] = again
+            _stop_pids(layout, new)
             for name in replaced:
                 layout.pid(name).write_text(f"{old[name]}\n")
             _set_state(layout, retiring={})

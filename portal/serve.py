@@ -46,7 +46,6 @@ def shared_listener(host: str, port: int, backlog: int = BACKLOG) -> socket.sock
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(backlog)
-    sock.set_inheritable(True)
     return sock
 
 
