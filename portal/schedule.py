@@ -7,6 +7,7 @@ entries to ``PERIODIC``.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,3 +52,32 @@ def celery_beat_schedule() -> dict[str, dict[str, Any]]:
         name: {"task": entry.task, "schedule": entry.every, "options": {"expires": entry.expires}}
         for name, entry in PERIODIC.items()
     }
+
+
+#: Entries run this often or more are not logged at INFO each time they run: Celery logs
+#: every task's receipt and success (the worker) and every sending (beat), and
+#: ``loadmgmt-due`` alone would write three lines a second, 259,200 a day (the demo's
+#: console scrolled with nothing else). Failures, and what the tasks log themselves (a
+#: recompute's summary), are still logged.
+QUIET_BELOW = timedelta(seconds=5)
+
+
+class FrequentTaskFilter(logging.Filter):
+    """On ``celery.app.trace``, ``celery.worker.strategy`` and ``celery.beat``: drops the
+    INFO records "Task ... received", "Task ... succeeded" and "Sending due task" of the
+    frequent periodic tasks. Celery passes the task's name in the record's ``data`` (the
+    worker) or as the message's second argument (beat)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = {entry.task for entry in PERIODIC.values() if entry.every < QUIET_BELOW}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            return data.get("name") not in self.quiet
+        if isinstance(record.args, tuple) and len(record.args) == 2:  # beat's sending
+            return record.args[1] not in self.quiet
+        return True

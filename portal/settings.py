@@ -389,11 +389,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"frequent_tasks": {"()": "portal.schedule.FrequentTaskFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         # The ocpp library logs every frame at INFO: far too much for a fleet.
         "ocpp": {"level": os.environ.get("OCPP_LOG_LEVEL", "WARNING")},
+        # Celery's INFO line for every run of the once-a-second tasks (portal/schedule.py).
+        **{
+            name: {"filters": ["frequent_tasks"]}
+            for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+        },
     },
 }

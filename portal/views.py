@@ -10,8 +10,9 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.utils.translation import gettext as _
 from django.views import View
 from django.views.generic import TemplateView
@@ -28,6 +29,12 @@ from portal.forms import (
 )
 from portal.models import Invitation, Membership, Role
 from portal.tenancy import OrgViewMixin
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Pages declare their icon (base.html); browsers still ask for /favicon.ico on the
+    others (admin, the API's JSON), and a 404 there is an error in every console."""
+    return HttpResponsePermanentRedirect(static("portal/icon.svg"))
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -688,7 +688,10 @@ def test_dashboard_panel_once_configured(tenants):
     LoadGroupMemberFactory(group=LoadGroupFactory(organization=tenants.a, node=node))
     html = client.get("/o/alpha/").content.decode()
     assert 'id="loadmgmt-panel"' in html
+    assert "stations in 1 group · 1 node · 1 meter · " in html  # singular where one
     assert "1 stale" in html
+    MeterFactory(node=TreeNodeFactory(organization=tenants.a))
+    assert "1 group · 2 nodes · 2 meters" in client.get("/o/alpha/").content.decode()
 
 
 def test_meter_edit_page(tenants):

@@ -161,3 +161,18 @@ def test_in_process_beat_runs_the_real_schedule_in_a_fresh_process(tmp_path):
         timeout=120,
     )
     assert result.stdout.startswith("True"), result.stdout + result.stderr
+
+
+def test_favicon_is_the_portal_icon(client):
+    """Pages declare the icon; /favicon.ico (asked for by browsers on admin and API pages)
+    redirects to it instead of answering 404."""
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("portal/icon.svg")
+    assert finders.find("portal/icon.svg")
+    assert (
+        'rel="icon" href="/static/portal/icon.svg"'
+        in client.get("/accounts/login/").content.decode()
+    )

@@ -82,3 +82,40 @@ def test_an_eager_task_leaves_the_callers_connection_alone(closes):
     connection.close_at = time.monotonic() - 1
     _database_connections_checked(sender=_task(eager=True))
     assert closes == []
+
+
+def test_frequent_periodic_tasks_are_not_logged_each_run(caplog):
+    """loadmgmt_due runs every second: its receipt, success and sending are not logged at
+    INFO (three lines a second); another task's are, and the frequent task's failure is."""
+    import logging
+
+    from celery.app.trace import LOG_FAILURE, LOG_RECEIVED, LOG_SUCCESS, info
+
+    def context(name: str, uuid: str) -> dict:
+        return {
+            "id": uuid,
+            "name": name,
+            "return_value": "0",
+            "runtime": 0.001,
+            "args": "()",
+            "kwargs": "{}",
+            "description": "raised unexpected",
+            "exc": "boom",
+        }
+
+    due, cycle = "loadmgmt.tasks.loadmgmt_due", "loadmgmt.tasks.loadmgmt_cycle"
+    received = logging.getLogger("celery.worker.strategy")
+    beat = logging.getLogger("celery.beat")
+    with caplog.at_level(logging.INFO):
+        for name, uuid in ((due, "d"), (cycle, "c")):
+            received.info(LOG_RECEIVED, context(name, uuid), extra={"data": context(name, uuid)})
+            info(LOG_SUCCESS, context(name, uuid))
+            beat.info("Scheduler: Sending due task %s (%s)", "entry-" + uuid, name)
+        failure = context(due, "f")  # Celery logs a failure at ERROR, with the same data
+        logging.getLogger("celery.app.trace").error(LOG_FAILURE, failure, extra={"data": failure})
+    logged = [r.getMessage() for r in caplog.records]
+    assert not [m for m in logged if "loadmgmt_due[d]" in m or "entry-d" in m]
+    assert any("loadmgmt_cycle[c] received" in m for m in logged)
+    assert any("loadmgmt_cycle[c] succeeded" in m for m in logged)
+    assert any("Sending due task entry-c" in m for m in logged)
+    assert any("loadmgmt_due[f] raised unexpected" in m for m in logged)
