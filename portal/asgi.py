@@ -13,38 +13,28 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-from django.core.asgi import get_asgi_application
-from django.core.handlers.asgi import ASGIHandler
+import django
 from django.core.signals import request_finished
-from django.db import connections
 
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application
 
+from django.conf import settings  # noqa: E402
 
-def _close_request_connections(**kwargs: Any) -> None:
-    """End each HTTP request's database connections with the request.
+from portal.http_threads import (  # noqa: E402
+    PooledThreadsASGIHandler,
+    close_request_connections,
+)
 
-    Under ASGI Django runs a request's synchronous parts (its views, middleware, ORM calls)
-    in a thread of the request's own (``ThreadSensitiveContext``) that ends with it, so a
-    connection kept for reuse (``CONN_MAX_AGE``, which the OCPP path's long-lived database
-    threads and the Celery worker rely on) is never reused: it stayed open until a garbage
-    collection found it. With this process's collector tuned for large fleets
-    (portal/collector.py) that took long enough for about 50 API or /healthz requests to
-    exhaust PostgreSQL's 100 connections, after which every request of every process failed
-    (docs/OPERATIONS.md). Django sends ``request_finished`` from ``response.close()``, which
-    it runs in that same thread. A connection inside a transaction (a test's) is left alone."""
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close()
-
-
-# Only for requests that came through the real ASGI handler (not the test clients').
-request_finished.connect(_close_request_connections, sender=ASGIHandler)
+# HTTP requests run on a few long-lived threads that keep their database connections
+# (portal/http_threads.py); a request beyond them gets a thread of its own, whose connections
+# are closed when it ends. Only for requests that came through this handler (not the test
+# clients').
+django_asgi_app = PooledThreadsASGIHandler(threads=settings.HTTP_THREADS)
+request_finished.connect(close_request_connections, sender=PooledThreadsASGIHandler)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 from portal import collector  # noqa: E402
 from portal.routing import (  # noqa: E402

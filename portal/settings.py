@@ -144,6 +144,11 @@ else:
         }
     }
 
+# HTTP requests of one ASGI process run on at most this many long-lived threads, each keeping
+# its database connection between requests (portal/http_threads.py); more at once get a
+# thread and a connection of their own for the request.
+HTTP_THREADS = int(os.environ.get("HTTP_THREADS", "8"))
+
 # --- Redis: channel layer, cache, Celery --------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
