@@ -6,10 +6,19 @@ to Redis (34 µs). The OCPP path asks the cache at every handshake (failed-passw
 and at every station event (load management's dirty mark), the recompute a dozen times per
 run. A ``redis.Redis`` holds no state of its own between commands (each takes a connection
 from the pool), so one per pool serves every call and thread.
+
+And one set of pools per process: Django keeps its cache objects per context (asgiref
+``Local``), and every HTTP request runs in a context of its own, so each request built a new
+cache object, a new pool and a new Redis connection (the connect, redis-py's handshake and its
+look-up of its own version in the package metadata: a third of the CPU of an API request
+whose only cache call was the throttle's, portal/http_threads.py). The pools are
+thread-safe and reset themselves in a forked child.
 """
 
 from __future__ import annotations
 
+import threading
+from functools import cached_property
 from typing import Any
 
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
@@ -31,7 +40,23 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
         return client
 
 
+#: The process's cache clients (and so their connection pools), by servers and options.
+_clients: dict[str, ReusedClientRedisCacheClient] = {}
+_clients_lock = threading.Lock()
+
+
 class RedisCache(DjangoRedisCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = ReusedClientRedisCacheClient
+
+    @cached_property
+    def _cache(self) -> ReusedClientRedisCacheClient:
+        key = repr((self._servers, sorted(self._options.items())))
+        client = _clients.get(key)
+        if client is None:
+            with _clients_lock:
+                client = _clients.get(key)
+                if client is None:
+                    client = _clients[key] = self._class(self._servers, **self._options)
+        return client

@@ -60,3 +60,22 @@ def test_one_cache_object_serves_several_threads_at_once(shared):
         t.join(30)
     assert errors == []
     assert shared._cache.get_client(write=True) is client
+
+
+def test_requests_in_contexts_of_their_own_share_one_connection_pool(shared):
+    """Django keeps a cache object per context and each HTTP request has a context of its
+    own: they all share the process's client and pool, not a new Redis connection each."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    def request():  # in an empty context, as a request's (nothing inherited)
+        cache = caches["default"]
+        cache.get("anything")
+        return cache, cache._cache
+
+    with ThreadPoolExecutor(3) as threads:
+        results = list(threads.map(lambda _i: contextvars.Context().run(request), range(6)))
+    assert len({id(cache) for cache, _client in results}) == 6  # Django made six...
+    clients = {id(client) for _cache, client in results}
+    assert len(clients) == 1  # ...sharing one client and its pools
+    assert len(results[0][1]._pools) == 1
