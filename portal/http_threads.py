@@ -18,6 +18,7 @@ as before, whose connection is closed at its end (``close_request_connections``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -57,8 +58,12 @@ class RequestThreads:
         """Lent again only once its thread is idle: a request cancelled (its client gone)
         may leave its synchronous part still running there."""
         loop = asyncio.get_running_loop()
-        idle = executor.submit(lambda: None)
-        idle.add_done_callback(lambda _done: loop.call_soon_threadsafe(self._idle.append, executor))
+
+        def lend_again(_done: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                loop.call_soon_threadsafe(self._idle.append, executor)
+
+        executor.submit(lambda: None).add_done_callback(lend_again)
 
 
 class PooledThreadsASGIHandler(ASGIHandler):

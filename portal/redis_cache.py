@@ -7,12 +7,16 @@ and at every station event (load management's dirty mark), the recompute a dozen
 run. A ``redis.Redis`` holds no state of its own between commands (each takes a connection
 from the pool), so one per pool serves every call and thread.
 
-And one set of pools per process: Django keeps its cache objects per context (asgiref
-``Local``), and every HTTP request runs in a context of its own, so each request built a new
-cache object, a new pool and a new Redis connection (the connect, redis-py's handshake and its
-look-up of its own version in the package metadata: a third of the CPU of an API request
-whose only cache call was the throttle's, portal/http_threads.py). The pools are
-thread-safe and reset themselves in a forked child.
+And one client per thread, not per context: Django keeps its cache objects per context
+(asgiref ``Local``), and every HTTP request runs in a context of its own, so each request
+built a new cache object, a new pool and a new Redis connection (the connect, redis-py's
+handshake and its look-up of its own version in the package metadata: a third of the CPU of
+an API request whose only cache call was the throttle's). HTTP requests now run on a few
+long-lived threads (portal/http_threads.py) and reuse their thread's client; the OCPP path's
+database threads each keep theirs, as they did in their own lasting contexts
+(portal/thread_context.py). One client for the whole process was tried: the API gained the
+same, but every interleaved 2,000-station storm cost 4-8 % more CPU per reconnect, for a
+reason not found (docs/BENCHMARKS.md, session 20).
 """
 
 from __future__ import annotations
@@ -40,9 +44,8 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
         return client
 
 
-#: The process's cache clients (and so their connection pools), by servers and options.
-_clients: dict[str, ReusedClientRedisCacheClient] = {}
-_clients_lock = threading.Lock()
+#: Each thread's cache clients (and so their connection pools), by servers and options.
+_per_thread = threading.local()
 
 
 class RedisCache(DjangoRedisCache):
@@ -52,11 +55,11 @@ class RedisCache(DjangoRedisCache):
 
     @cached_property
     def _cache(self) -> ReusedClientRedisCacheClient:
+        clients = getattr(_per_thread, "clients", None)
+        if clients is None:
+            clients = _per_thread.clients = {}
         key = repr((self._servers, sorted(self._options.items())))
-        client = _clients.get(key)
+        client = clients.get(key)
         if client is None:
-            with _clients_lock:
-                client = _clients.get(key)
-                if client is None:
-                    client = _clients[key] = self._class(self._servers, **self._options)
+            client = clients[key] = self._class(self._servers, **self._options)
         return client

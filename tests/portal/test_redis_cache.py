@@ -62,9 +62,10 @@ def test_one_cache_object_serves_several_threads_at_once(shared):
     assert shared._cache.get_client(write=True) is client
 
 
-def test_requests_in_contexts_of_their_own_share_one_connection_pool(shared):
+def test_requests_in_contexts_of_their_own_share_their_threads_pool(shared):
     """Django keeps a cache object per context and each HTTP request has a context of its
-    own: they all share the process's client and pool, not a new Redis connection each."""
+    own: requests on one thread (portal/http_threads.py) share its client and pool, not a
+    new Redis connection each."""
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
@@ -73,9 +74,11 @@ def test_requests_in_contexts_of_their_own_share_one_connection_pool(shared):
         cache.get("anything")
         return cache, cache._cache
 
-    with ThreadPoolExecutor(3) as threads:
-        results = list(threads.map(lambda _i: contextvars.Context().run(request), range(6)))
-    assert len({id(cache) for cache, _client in results}) == 6  # Django made six...
-    clients = {id(client) for _cache, client in results}
-    assert len(clients) == 1  # ...sharing one client and its pools
-    assert len(results[0][1]._pools) == 1
+    for threads_count in (1, 2):
+        with ThreadPoolExecutor(threads_count) as threads:
+            futures = [threads.submit(contextvars.Context().run, request) for _ in range(6)]
+            results = [future.result() for future in futures]
+        assert len({id(cache) for cache, _client in results}) == 6  # Django made six...
+        clients = {id(client) for _cache, client in results}
+        assert len(clients) <= threads_count  # ...sharing their thread's client and pools
+        assert all(len(client._pools) == 1 for _cache, client in results)
