@@ -8,6 +8,7 @@ that OCPP's handshake errors (401, 404) need.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -77,6 +78,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     start_in_process_beat()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(django_asgi_app.threads.close_connections)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     return await _router(scope, receive, send)

@@ -87,6 +87,11 @@ def portal_server(transactional_db):
     server.should_exit = True
     thread.join(5)
     channel_layers.backends.clear()
+    # Without lifespan: the request threads' database connections would stay open and keep
+    # the test database from being dropped at the end of the run.
+    from portal.asgi import django_asgi_app
+
+    django_asgi_app.threads.close_connections()
 
 
 @pytest.fixture

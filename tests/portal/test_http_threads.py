@@ -65,3 +65,23 @@ async def test_a_request_runs_its_synchronous_parts_on_a_pooled_thread(settings)
     names = {name for name, _pooled_flag in seen}
     assert len(seen) == 4 and len(names) == 1 and all(flag for _name, flag in seen)
     assert names.pop().startswith("http-1")
+
+
+async def test_closing_closes_each_idle_threads_connections(monkeypatch):
+    """At lifespan shutdown (and after a test's in-process server) the pooled threads'
+    database connections are closed, each in its own thread."""
+    threads = RequestThreads(most=2)
+    lent = [threads.borrow(), threads.borrow()]
+    for executor in lent:
+        threads.give_back(executor)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if len(threads._idle) == 2:
+            break
+    closed_in: list[str] = []
+    monkeypatch.setattr(
+        "portal.http_threads.connections.close_all",
+        lambda: closed_in.append(threading.current_thread().name),
+    )
+    await asyncio.to_thread(threads.close_connections)
+    assert sorted(name.split("_")[0] for name in closed_in) == ["http-1", "http-2"]
