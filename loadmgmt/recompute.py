@@ -76,6 +76,8 @@ from stations.models import (
 )
 
 log = logging.getLogger(__name__)
+# A recompute taking this long is logged at INFO even when it changed nothing.
+SLOW_RECOMPUTE_SECONDS = 1.0
 
 CAR_STATE = {
     "Preparing": engine.CarState.WAITING,
@@ -785,7 +787,16 @@ def recompute(
     roots = tree_roots(inputs.nodes)
     report.trees = len(set(roots.values()))
     report.seconds = time.monotonic() - started
-    log.info(
+    # A recompute that only renewed leases is routine (every tree every 10 s): DEBUG, or
+    # the log is a line per organization every cycle with nothing in it for an operator.
+    noteworthy = (
+        report.sent_decreases
+        or report.sent_increases
+        or report.increases_held
+        or report.seconds >= SLOW_RECOMPUTE_SECONDS
+    )
+    log.log(
+        logging.INFO if noteworthy else logging.DEBUG,
         "org %s%s: %d stations, %d down, %d up%s, %d renewed, %.0f ms %s",
         organization_id,
         "" if report.whole else f" (trees: {report.trees})",

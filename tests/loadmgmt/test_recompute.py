@@ -130,6 +130,21 @@ def test_running_twice_sends_nothing_new(tenants, group):
     assert (state.accepted_current, state.accepted_phases) == (32, 3)
 
 
+def test_a_recompute_is_logged_at_info_only_when_it_changed_a_setpoint(tenants, group, caplog):
+    """Every tree is recomputed every 10 s: one that sent nothing but renewals is DEBUG, or
+    the log has a line per organization per cycle; one that moved a setpoint is INFO."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="loadmgmt.recompute"):
+        recompute(tenants.a.pk)  # nothing changed since the fixture's recompute
+        arrive(stations_of(group)[0])
+        recompute(tenants.a.pk)  # the car gets the line
+    summaries = [r for r in caplog.records if r.getMessage().startswith(f"org {tenants.a.pk}")]
+    assert [r.levelno for r in summaries] == [logging.DEBUG, logging.INFO]
+    assert "0 down, 0 up" in summaries[0].getMessage()
+    assert "1 up" in summaries[1].getMessage()
+
+
 def test_increases_wait_until_every_decrease_is_accepted(tenants, group):
     s1, s2, *_ = stations_of(group)
     arrive(s1, minutes_ago=10)
