@@ -33,13 +33,16 @@ class DemoContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _user(account_name: str, email: str) -> User:
+def _user(account_name: str, email: str, *, superuser: bool = False) -> User:
     user = User.objects.filter(email=email).first()
     if user is None:
         user = User.objects.create_user(username=account_name, email=email)
+    if superuser:
+        user.is_staff = user.is_superuser = True
     user.set_password(DEMO_PASSWORD)
     user.save()
-    # Verified e-mail so the demo logins work with mandatory verification.
+    # Verified e-mail so the demo logins work with mandatory verification (the admin too:
+    # it logs in through the portal's form like anyone else, not only at /admin/).
     from allauth.account.models import EmailAddress
 
     EmailAddress.objects.update_or_create(
@@ -68,12 +71,7 @@ def seed() -> DemoContext:
     Membership.objects.update_or_create(
         organization=second, user=users["olivia"], defaults={"role": Role.OWNER}
     )
-    admin = User.objects.filter(username="admin").first() or User.objects.create_superuser(
-        username="admin", email="admin@demo.test", password=DEMO_PASSWORD
-    )
-    admin.set_password(DEMO_PASSWORD)
-    admin.save()
-    users["admin"] = admin
+    users["admin"] = _user("admin", "admin@demo.test", superuser=True)
     context = DemoContext(organization=organization, users=users, extra={"second": second})
     for app in ("stations", "billing", "loadmgmt"):
         try:

@@ -58,6 +58,22 @@ def test_seed_demo_is_idempotent():
     assert roles == {"olivia": "owner", "manuel": "manager", "vera": "viewer"}
 
 
+@pytest.mark.django_db
+def test_every_demo_login_of_the_readme_logs_in_through_the_portal(client):
+    """Each login the demo prints (and the README lists) gets past the login form, none is
+    held at "verify your e-mail" (the admin was, having no verified address)."""
+    from portal import demo
+
+    call_command("seed_demo", stdout=io.StringIO())
+    for email, password, _role in demo.logins():
+        client.logout()
+        r = client.post("/accounts/login/", {"login": email, "password": password})
+        assert r.status_code == 302, email
+        assert "confirm-email" not in r["Location"], email
+        assert client.get("/api/v1/me/").status_code == 200, email
+    assert client.get("/admin/").status_code == 200  # the last one: the platform admin
+
+
 def test_every_beat_entry_expires_before_its_next_run():
     schedule = celery_beat_schedule()
     assert schedule.keys() == PERIODIC.keys()
