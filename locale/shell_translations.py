@@ -16,6 +16,11 @@ T = {
     "Members": ("Mitglieder", "Membres", "Membri"),
     "Settings": ("Einstellungen", "Paramètres", "Impostazioni"),
     "My charging": ("Mein Laden", "Ma recharge", "La mia ricarica"),
+    "Platform admin": (
+        "Plattform-Admin",
+        "Admin plateforme",
+        "Admin piattaforma",
+    ),
     "Log out": ("Abmelden", "Se déconnecter", "Esci"),
     "Log in": ("Anmelden", "Se connecter", "Accedi"),
     "Sign up": ("Registrieren", "S'inscrire", "Registrati"),

@@ -74,6 +74,17 @@ def test_every_demo_login_of_the_readme_logs_in_through_the_portal(client):
     assert client.get("/admin/").status_code == 200  # the last one: the platform admin
 
 
+@pytest.mark.django_db
+def test_the_navigation_links_the_admin_for_platform_admins_only(tenants, admin_user):
+    link = 'href="/admin/"'
+    owner = tenants.client(tenants.owner_a)
+    assert link not in owner.get("/o/alpha/").content.decode()
+    assert link not in owner.get("/me/").content.decode()
+    staff = tenants.client(admin_user)
+    assert link in staff.get("/me/").content.decode()
+    assert "Plattform-Admin" in staff.get("/me/", HTTP_ACCEPT_LANGUAGE="de").content.decode()
+
+
 def test_every_beat_entry_expires_before_its_next_run():
     schedule = celery_beat_schedule()
     assert schedule.keys() == PERIODIC.keys()
