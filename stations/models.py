@@ -6,6 +6,8 @@ Tenant-owned rows use ``TenantQuerySet``; ``tenant_path`` names the lookup to th
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -294,6 +296,11 @@ class ChargingSession(models.Model):
     @property
     def transaction_id(self) -> int:
         return self.pk
+
+    @property
+    def energy_kwh(self) -> Decimal:
+        """For people: energy is counted in Wh (OCPP's unit) and read in kWh."""
+        return Decimal(self.energy_wh) / 1000
 
 
 class MeterSample(models.Model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -40,12 +42,14 @@ def unknown_identity(identity: str) -> UnknownChargePoint | None:
     return UnknownChargePoint.objects.filter(identity__iexact=identity).first()
 
 
-def dashboard_figures(organization: Organization) -> dict[str, int]:
+def dashboard_figures(organization: Organization) -> dict[str, int | Decimal]:
     """Two queries."""
     stations = Station.objects.for_tenant(organization).aggregate(
         total=Count("id"), online=Count("id", filter=Q(online=True))
     )
-    since = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    # Today as the portal's users count it (TIME_ZONE), not since midnight UTC: in the
+    # first hour or two of a Swiss day that took in most of the day before.
+    since = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     sessions = ChargingSession.objects.for_tenant(organization).aggregate(
         active=Count("id", filter=Q(status=SessionStatus.ACTIVE)),
         energy_today=Sum("energy_wh", filter=Q(started_at__gte=since)),
@@ -55,4 +59,5 @@ def dashboard_figures(organization: Organization) -> dict[str, int]:
         "online": stations["online"],
         "active": sessions["active"],
         "energy_today_wh": sessions["energy_today"] or 0,
+        "energy_today_kwh": Decimal(sessions["energy_today"] or 0) / 1000,
     }

@@ -97,6 +97,49 @@ def test_dashboard_panel(tenants, station):
     assert 'id="stations-panel"' in response.content.decode()
 
 
+def test_dashboard_counts_todays_energy_in_kwh_from_local_midnight(tenants, station):
+    """ "Today" begins at midnight in the portal's time zone (Europe/Zurich), not UTC: at
+    00:59 in Zurich (23:59 UTC) a session from 00:10 local is today's, one from 23:30 local
+    the evening before is not (from midnight UTC both were)."""
+    from datetime import UTC, datetime
+    from unittest import mock
+
+    from stations import selectors
+
+    def session(key: str, started: datetime, wh: int) -> None:
+        ChargingSession.objects.create(
+            station=station,
+            connector_id=1,
+            id_tag="AA",
+            meter_start=0,
+            energy_wh=wh,
+            started_at=started,
+            station_started_at=started,
+            idempotency_key=key,
+        )
+
+    session("yesterday", datetime(2026, 1, 9, 22, 30, tzinfo=UTC), 5_000)
+    session("today", datetime(2026, 1, 9, 23, 10, tzinfo=UTC), 12_345)
+    now = datetime(2026, 1, 9, 23, 59, tzinfo=UTC)
+    with mock.patch("django.utils.timezone.now", return_value=now):
+        figures = selectors.dashboard_figures(tenants.a)
+        page = tenants.client(tenants.owner_a).get(
+            reverse("org_dashboard", kwargs={"org": "alpha"})
+        )
+    assert figures["energy_today_wh"] == 12_345
+    assert "12.3&nbsp;kWh today" in page.content.decode()
+
+
+def test_station_page_lists_sessions_in_kwh(tenants, station):
+    session = make_session(station)
+    session.energy_wh = 22_100
+    session.save()
+    page = tenants.client(tenants.owner_a).get(
+        reverse("stations_detail", kwargs={"org": "alpha", "pk": station.pk})
+    )
+    assert "22.10&nbsp;kWh" in page.content.decode()
+
+
 def test_unknown_identity_shown_only_to_the_owner_who_registers_it(tenants):
     from stations.models import UnknownChargePoint
 
