@@ -21,6 +21,7 @@ T = {
         "Admin plateforme",
         "Admin piattaforma",
     ),
+    "My account": ("Mein Konto", "Mon compte", "Il mio account"),
     "Log out": ("Abmelden", "Se déconnecter", "Esci"),
     "Log in": ("Anmelden", "Se connecter", "Accedi"),
     "Sign up": ("Registrieren", "S'inscrire", "Registrati"),

@@ -13,6 +13,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 from django.views import View
 from django.views.generic import TemplateView
@@ -37,13 +38,23 @@ def favicon(request: HttpRequest) -> HttpResponse:
     return HttpResponsePermanentRedirect(static("portal/icon.svg"))
 
 
+#: Where a driver lands: their charging (the billing app's page, which also shows the
+#: account name a new driver gives to owners), or their account where that app is absent.
+DRIVER_LANDING = ("billing_driver", "driver_home")
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    """Owners land in their last organization; drivers on their own page."""
+    """Owners land in their last organization; drivers on their charging page."""
     if not request.user.is_authenticated:
         return redirect("account_login")
     organization = selectors.landing_organization(request.user)
     if organization is not None:
         return redirect("org_dashboard", org=organization.slug)
+    for name in DRIVER_LANDING:
+        try:
+            return redirect(reverse(name))
+        except NoReverseMatch:
+            continue
     return redirect("driver_home")
 
 

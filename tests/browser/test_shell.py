@@ -42,8 +42,11 @@ def test_phone_sized_layout_keeps_navigation(browser, portal_server, login, tena
     context = browser.new_context(base_url=portal_server, viewport={"width": 390, "height": 844})
     page = context.new_page()
     login(page, tenants.driver)
-    expect(page).to_have_url(re.compile(r"/me/$"))
+    expect(page).to_have_url(re.compile(r"/me/charging/$"))  # a driver lands on charging
+    expect(page.locator("#account-name-hint code")).to_have_text("dora")
+    for path in ("/me/charging/", "/me/"):
+        page.goto(path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"{path} scrolls sideways on a phone: {width}px"
     expect(page.locator("#account-name")).to_have_text("dora")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 400, f"page scrolls sideways on a phone: {width}px"
     context.close()

@@ -48,8 +48,12 @@ def test_signup_verification_email_then_login(client):
     r = client.post("/accounts/login/", {"login": "new.driver@example.test", "password": STRONG})
     assert r.status_code == 302
     assert client.session["_auth_user_id"] == str(user.pk)
-    # A user without organization lands on the driver's page.
-    assert client.get("/", follow=True).redirect_chain[-1][0] == "/me/"
+    # A user without organization lands on the driver's charging page, which shows the
+    # account name to give to owners; the account page is "My account".
+    landing = client.get("/", follow=True)
+    assert landing.redirect_chain[-1][0] == "/me/charging/"
+    assert "<code>new-driver</code>" in landing.content.decode()
+    assert "<h1>My account</h1>" in client.get("/me/").content.decode()
 
 
 def test_account_name_unique_case_insensitively(client):
