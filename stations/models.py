@@ -6,7 +6,11 @@ Tenant-owned rows use ``TenantQuerySet``; ``tenant_path`` names the lookup to th
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -382,6 +386,51 @@ class StationCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} → {self.station} ({self.status})"
+
+    @property
+    def charging_profile(self) -> ChargingProfileSummary | None:
+        """What a SetChargingProfile sets, for the command log; None for other commands or
+        a payload without a schedule period."""
+        if self.action != "SetChargingProfile" or not isinstance(self.payload, dict):
+            return None
+        return ChargingProfileSummary.of(self.payload)
+
+
+@dataclass(frozen=True)
+class ChargingProfileSummary:
+    """A SetChargingProfile in a line: load management sends one per connector every few
+    seconds, and their JSON buried the owner's own commands in the log."""
+
+    connector: int
+    purpose: str
+    stack_level: int
+    limit: float
+    unit: str
+    phases: int | None
+    valid_to: datetime | None
+
+    @classmethod
+    def of(cls, payload: dict[str, Any]) -> ChargingProfileSummary | None:
+        profile = payload.get("csChargingProfiles")
+        if not isinstance(profile, dict):
+            return None
+        schedule = profile.get("chargingSchedule") or {}
+        periods = schedule.get("chargingSchedulePeriod") or []
+        if not periods or not isinstance(periods[0], dict):
+            return None
+        valid_to = None
+        if isinstance(profile.get("validTo"), str):
+            with contextlib.suppress(ValueError):
+                valid_to = datetime.fromisoformat(profile["validTo"].replace("Z", "+00:00"))
+        return cls(
+            connector=payload.get("connectorId", 0),
+            purpose=str(profile.get("chargingProfilePurpose", "")),
+            stack_level=profile.get("stackLevel", 0),
+            limit=periods[0].get("limit", 0),
+            unit=str(schedule.get("chargingRateUnit", "")),
+            phases=periods[0].get("numberPhases"),
+            valid_to=valid_to,
+        )
 
 
 class ConfigurationKey(models.Model):

@@ -286,6 +286,53 @@ def test_show_meter_and_last_register_reading(tenants, station):
     assert StationCommand.objects.count() == 1
 
 
+def test_the_command_log_shows_charging_profiles_in_a_line(tenants, station):
+    """Load management sends a profile per connector every few seconds: the log shows each
+    as connector, limit, purpose and end in the portal's time (the JSON folded away), by
+    "load management", so the owner's own commands stay readable beside them."""
+    from loadmgmt.profiles import Lease, lease_payload
+
+    lease = lease_payload(Lease(2, 19, 3, datetime(2026, 12, 7, 20, 48, 42, tzinfo=UTC)))
+    StationCommand.objects.create(station=station, action="SetChargingProfile", payload=lease)
+    StationCommand.objects.create(
+        station=station,
+        action="UnlockConnector",
+        payload={"connectorId": 1},
+        requested_by=tenants.owner_a,
+    )
+    page = tenants.client(tenants.owner_a).get(url("stations_detail", station)).content.decode()
+    log = page.split(f'id="station-{station.pk}-commands"')[1].split("</table>")[0]
+    line = log.split('class="muted profile-summary">')[1].split("</small>")[0]
+    assert "connector 2" in line and "19&nbsp;A</strong> × 3" in line
+    assert "TxDefaultProfile, stack level 1" in line and "until 21:48:42" in line  # Zurich
+    assert "<summary>Payload</summary>" in log and "load management" in log
+    assert tenants.owner_a.username in log  # the owner's own command, by name
+
+
+def test_a_charging_profile_summary_survives_odd_payloads(station):
+    from stations.models import ChargingProfileSummary
+
+    assert ChargingProfileSummary.of({}) is None
+    assert ChargingProfileSummary.of({"csChargingProfiles": "x"}) is None
+    empty = {"csChargingProfiles": {"chargingSchedule": {"chargingSchedulePeriod": []}}}
+    assert ChargingProfileSummary.of(empty) is None
+    odd = {
+        "connectorId": 0,
+        "csChargingProfiles": {
+            "validTo": "not a time",
+            "chargingSchedule": {"chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7.5}]},
+        },
+    }
+    summary = ChargingProfileSummary.of(odd)
+    assert (summary.connector, summary.limit, summary.phases, summary.valid_to) == (
+        0,
+        7.5,
+        None,
+        None,
+    )
+    assert StationCommand(station=station, action="Reset", payload={}).charging_profile is None
+
+
 def test_restart_with_a_running_session_needs_confirmation(tenants, station):
     make_session(station, status="active", days_ago=0)
     client = tenants.client(tenants.owner_a)
