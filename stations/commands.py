@@ -38,7 +38,13 @@ from portal.layer import group_send, group_send_many
 from portal.models import User
 from portal.prepared_sql import IdQuery, insert_returning_pk, update_returning
 from stations.live import station_event
-from stations.models import CommandStatus, ConfigurationKey, Station, StationCommand
+from stations.models import (
+    LEASE_SUPERSEDED,
+    CommandStatus,
+    ConfigurationKey,
+    Station,
+    StationCommand,
+)
 
 SUPPORTED_ACTIONS = (
     "RemoteStartTransaction",
@@ -177,7 +183,7 @@ def command_claim(command_id: int, station_id: int) -> tuple[str, dict] | None:
             {
                 "status": CommandStatus.ERROR,
                 "finished_at": timezone.now(),
-                "error": "Not sent: a newer charging profile replaced it.",
+                "error": LEASE_SUPERSEDED,
             },
             ("action",),
             where={"station": station_id, "status": CommandStatus.PENDING, "sent_at": None},

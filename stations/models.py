@@ -354,6 +354,11 @@ class CommandStatus(models.TextChoices):
     OFFLINE = "offline", _("Station offline")
 
 
+#: The outcome recorded for a load-management lease that a newer one replaced before it was
+#: sent (stations/commands.py, command_claim): routine, not a failure.
+LEASE_SUPERSEDED = "Not sent: a newer charging profile replaced it."
+
+
 class StationCommand(models.Model):
     """A call to a station and its result. Claimed by one connection (``sent_at``)."""
 
@@ -386,6 +391,12 @@ class StationCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} → {self.station} ({self.status})"
+
+    @property
+    def superseded(self) -> bool:
+        """A lease replaced by a newer one before it went out (shown as such, not as an
+        error: load management does this every few seconds)."""
+        return self.status == CommandStatus.ERROR and self.error == LEASE_SUPERSEDED
 
     @property
     def charging_profile(self) -> ChargingProfileSummary | None:

@@ -291,6 +291,7 @@ def test_the_command_log_shows_charging_profiles_in_a_line(tenants, station):
     as connector, limit, purpose and end in the portal's time (the JSON folded away), by
     "load management", so the owner's own commands stay readable beside them."""
     from loadmgmt.profiles import Lease, lease_payload
+    from stations.models import LEASE_SUPERSEDED
 
     lease = lease_payload(Lease(2, 19, 3, datetime(2026, 12, 7, 20, 48, 42, tzinfo=UTC)))
     StationCommand.objects.create(station=station, action="SetChargingProfile", payload=lease)
@@ -307,6 +308,17 @@ def test_the_command_log_shows_charging_profiles_in_a_line(tenants, station):
     assert "TxDefaultProfile, stack level 1" in line and "until 21:48:42" in line  # Zurich
     assert "<summary>Payload</summary>" in log and "load management" in log
     assert tenants.owner_a.username in log  # the owner's own command, by name
+    # A lease replaced before it went out is routine: "Replaced", not a red "Error".
+    StationCommand.objects.create(
+        station=station,
+        action="SetChargingProfile",
+        payload=lease,
+        status="error",
+        error=LEASE_SUPERSEDED,
+    )
+    page = tenants.client(tenants.owner_a).get(url("stations_detail", station)).content.decode()
+    log = page.split(f'id="station-{station.pk}-commands"')[1].split("</table>")[0]
+    assert '<span class="badge">Replaced</span>' in log and "badge bad" not in log
 
 
 def test_a_charging_profile_summary_survives_odd_payloads(station):
