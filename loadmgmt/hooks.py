@@ -131,6 +131,9 @@ def _fail_safe_send(station_id: int, online: bool, current: int) -> None:
     commands_send_bulk(
         [(station, "SetChargingProfile", fail_safe_payload(c, current)) for c in connectors],
         schema_checked=True,
+        # Made while the boot is handled: its connection sends them once the boot is
+        # answered (stations.events.BOOT).
+        notify=False,
     )
 
 

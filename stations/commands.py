@@ -259,13 +259,16 @@ def command_refuse(command_id: int, station_id: int, error: str) -> dict[str, st
     return command_finish(command_id, CommandStatus.ERROR, None, error)
 
 
-def _pending_query(station_id: int, accepted: bool) -> models.QuerySet:
+def _pending_query(station_id: int, accepted: bool, own_after: int | None = None):
     qs = StationCommand.objects.filter(
         station_id=station_id, status=CommandStatus.PENDING, sent_at__isnull=True
     )
     if not accepted:
         qs = qs.filter(action__in=ALLOWED_WHILE_PENDING)
-    qs = qs.exclude(UNATTENDED)  # their sender re-sends them (module docstring)
+    if own_after is None:
+        qs = qs.exclude(UNATTENDED)  # their sender re-sends them (module docstring)
+    else:  # but those made by this connection's boot are its own to send
+        qs = qs.exclude(UNATTENDED & models.Q(id__lte=own_after))
     return qs.order_by("created_at", "id").values_list("pk")
 
 
@@ -274,6 +277,9 @@ _PENDING = {
     accepted: IdQuery(functools.partial(_pending_query, accepted=accepted))
     for accepted in (True, False)
 }
+_PENDING_AFTER_BOOT = IdQuery(
+    lambda station_id, own_after: _pending_query(station_id, True, own_after), keys=2
+)
 _WANTED_CONFIGURATION = IdQuery(
     lambda station_id: ConfigurationKey.objects.filter(station_id=station_id).values_list(
         "key", "value", "applied_value"
@@ -281,9 +287,20 @@ _WANTED_CONFIGURATION = IdQuery(
 )
 
 
-def commands_pending(station_id: int, registration_status: str) -> list[int]:
-    """Unclaimed commands this station may receive now, oldest first."""
-    return [row[0] for row in _PENDING[registration_status == "Accepted"].rows(station_id)]
+def commands_pending(
+    station_id: int, registration_status: str, booted_after_command: int | None = None
+) -> list[int]:
+    """Unclaimed commands this station may receive now, oldest first.
+
+    ``booted_after_command``: after an accepted boot, the station's newest command id at the
+    connection's handshake (``StationRef.last_command_id``). Load management's profiles are
+    otherwise left to their sender, but those newer than it were made by this boot (its
+    fail-safe profile, ``stations.events.BOOT``), and the connection sends them itself."""
+    if booted_after_command is not None and registration_status == "Accepted":
+        rows = _PENDING_AFTER_BOOT.rows(station_id, booted_after_command)
+    else:
+        rows = _PENDING[registration_status == "Accepted"].rows(station_id)
+    return [row[0] for row in rows]
 
 
 def configuration_resend(station_id: int, everything: bool) -> list[int]:
@@ -441,6 +458,7 @@ def commands_send_bulk(
     requested_by: User | None = None,
     schema_checked: bool = False,
     spread_seconds: float = 0.0,
+    notify: bool = True,
 ) -> list[StationCommand]:
     """Many commands at once (load management's setpoints each cycle): validated, stored in
     one query, delivered after commit. Unlike ``command_send`` no page fragments are pushed
@@ -453,7 +471,12 @@ def commands_send_bulk(
 
     ``spread_seconds``: the commands need not go out at once (load management's renewals);
     each connection starts its command at a random moment within this time, so that hundreds
-    of them do not hold up the stations' own messages."""
+    of them do not hold up the stations' own messages.
+
+    ``notify=False``: the connections are not told; for commands made while a station's
+    accepted boot is handled (``stations.events.BOOT``), which its connection sends with the
+    pending commands once the boot is answered. Told, each boot of a reconnect storm cost a
+    channel-layer send, a hop to the sender thread and a dispatch in the consumer."""
     now = timezone.now()
     commands = []
     for station, action, payload in items:
@@ -480,7 +503,7 @@ def commands_send_bulk(
             for station_id, cid in pending
         )
 
-    if pending:
+    if pending and notify:
         transaction.on_commit(deliver)
     return commands
 

@@ -260,8 +260,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self.cp.ref = self.ref
             await self._push("station.boot", {"status": data["status"]}, data["fragments"])
             if data["status"] == "Accepted":
-                # After our answer is sent: wanted configuration, then queued commands.
-                self._spawn(self._deliver_pending(resend_everything=True))
+                # After our answer is sent: wanted configuration, then queued commands,
+                # load management's profiles made by this boot among them.
+                self._spawn(self._deliver_pending(resend_everything=True, booted=True))
         elif kind == "push":
             await self._push(data["event"], data.get("data", {}), data.get("fragments", {}))
 
@@ -300,12 +301,14 @@ class OcppConsumer(AsyncWebsocketConsumer):
         )
         await self._deliver_pending(resend_everything=False)
 
-    async def _deliver_pending(self, resend_everything: bool) -> None:
+    async def _deliver_pending(self, resend_everything: bool, booted: bool = False) -> None:
         ref = self.ref
         if ref is None:
             return
         await db(commands.configuration_resend, COMMANDS)(ref.id, resend_everything)
-        pending = await db(commands.commands_pending, COMMANDS)(ref.id, ref.registration_status)
+        pending = await db(commands.commands_pending, COMMANDS)(
+            ref.id, ref.registration_status, ref.last_command_id if booted else None
+        )
         for command_id in pending:
             if self.ref is None or self.closing:  # the socket closed meanwhile
                 return

@@ -26,6 +26,10 @@ from stations import conf
 
 log = logging.getLogger(__name__)
 
+# An accepted BootNotification. The receiver runs before the boot is answered, and once it
+# is, the station's connection sends the station's pending commands, load-management
+# profiles made by the receiver included (stations.commands.commands_pending): they need
+# no other notification (commands_send_bulk(notify=False)).
 BOOT = "boot"
 ONLINE = "online"
 OFFLINE = "offline"

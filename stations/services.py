@@ -161,6 +161,10 @@ class StationRef:
     # At the handshake: calls sent on an earlier connection still wait for their outcome
     # (connection_open records them as lost).
     calls_in_flight: bool = False
+    # At the handshake: the station's newest command row (0: none). Load management's
+    # profiles newer than it are this connection's own, made by its boot, and go out with
+    # the pending commands after the boot's answer (stations.commands.commands_pending).
+    last_command_id: int = 0
 
 
 def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
@@ -173,7 +177,9 @@ def station_for_handshake(identity: str) -> tuple[StationRef, str] | None:
     if row is None:
         return None
     relay_url = row[7] if row[6] == AuthMode.THIRD_PARTY else ""
-    return StationRef(*row[:5], relay_url=relay_url, calls_in_flight=bool(row[8])), row[5]
+    return StationRef(
+        *row[:5], relay_url=relay_url, calls_in_flight=bool(row[8]), last_command_id=row[9] or 0
+    ), row[5]
 
 
 @functools.cache
@@ -207,9 +213,13 @@ def _handshake_sql(vendor: str) -> str:
         f" WHERE c.{column(command, 'station')} = s.{column(station, 'id')}"
         f" AND c.{column(command, 'status')} = %s AND c.{column(command, 'sent_at')} IS NOT NULL"
     )
+    newest = (
+        f"SELECT MAX(c.{column(command, 'id')}) FROM {quote(command.db_table)} c"
+        f" WHERE c.{column(command, 'station')} = s.{column(station, 'id')}"
+    )
     return (
         f"SELECT {', '.join(f's.{column(station, name)}' for name in fields)},"
-        f" EXISTS ({in_flight})"
+        f" EXISTS ({in_flight}), ({newest})"
         f" FROM {quote(station.db_table)} s WHERE s.{column(station, 'charge_point_id')} = %s"
     )
 
