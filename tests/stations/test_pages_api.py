@@ -12,15 +12,16 @@ from tests.stations.factories import StationFactory
 pytestmark = pytest.mark.django_db
 
 
-def make_session(station):
+def make_session(station, started="2026-01-01T00:00:00Z", key="k", energy_wh=0):
     return ChargingSession.objects.create(
         station=station,
         connector_id=1,
         id_tag="AA",
         meter_start=0,
-        started_at="2026-01-01T00:00:00Z",
-        station_started_at="2026-01-01T00:00:00Z",
-        idempotency_key="k",
+        energy_wh=energy_wh,
+        started_at=started,
+        station_started_at=started,
+        idempotency_key=key,
     )
 
 
@@ -106,20 +107,8 @@ def test_dashboard_counts_todays_energy_in_kwh_from_local_midnight(tenants, stat
 
     from stations import selectors
 
-    def session(key: str, started: datetime, wh: int) -> None:
-        ChargingSession.objects.create(
-            station=station,
-            connector_id=1,
-            id_tag="AA",
-            meter_start=0,
-            energy_wh=wh,
-            started_at=started,
-            station_started_at=started,
-            idempotency_key=key,
-        )
-
-    session("yesterday", datetime(2026, 1, 9, 22, 30, tzinfo=UTC), 5_000)
-    session("today", datetime(2026, 1, 9, 23, 10, tzinfo=UTC), 12_345)
+    make_session(station, datetime(2026, 1, 9, 22, 30, tzinfo=UTC), "yesterday", 5_000)
+    make_session(station, datetime(2026, 1, 9, 23, 10, tzinfo=UTC), "today", 12_345)
     now = datetime(2026, 1, 9, 23, 59, tzinfo=UTC)
     with mock.patch("django.utils.timezone.now", return_value=now):
         figures = selectors.dashboard_figures(tenants.a)
@@ -131,9 +120,7 @@ def test_dashboard_counts_todays_energy_in_kwh_from_local_midnight(tenants, stat
 
 
 def test_station_page_lists_sessions_in_kwh(tenants, station):
-    session = make_session(station)
-    session.energy_wh = 22_100
-    session.save()
+    make_session(station, energy_wh=22_100)
     page = tenants.client(tenants.owner_a).get(
         reverse("stations_detail", kwargs={"org": "alpha", "pk": station.pk})
     )
