@@ -38,11 +38,6 @@ def favicon(request: HttpRequest) -> HttpResponse:
     return HttpResponsePermanentRedirect(static("portal/icon.svg"))
 
 
-#: Where a driver lands: their charging (the billing app's page, which also shows the
-#: account name a new driver gives to owners), or their account where that app is absent.
-DRIVER_LANDING = ("billing_driver", "driver_home")
-
-
 def home(request: HttpRequest) -> HttpResponse:
     """Owners land in their last organization; drivers on their charging page."""
     if not request.user.is_authenticated:
@@ -50,12 +45,10 @@ def home(request: HttpRequest) -> HttpResponse:
     organization = selectors.landing_organization(request.user)
     if organization is not None:
         return redirect("org_dashboard", org=organization.slug)
-    for name in DRIVER_LANDING:
-        try:
-            return redirect(reverse(name))
-        except NoReverseMatch:
-            continue
-    return redirect("driver_home")
+    try:  # the billing app's page, which also shows the account name to give to owners
+        return redirect(reverse("billing_driver"))
+    except NoReverseMatch:  # without that app: the account page
+        return redirect("driver_home")
 
 
 class DriverHomeView(LoginRequiredMixin, TemplateView):

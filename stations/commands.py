@@ -259,7 +259,9 @@ def command_refuse(command_id: int, station_id: int, error: str) -> dict[str, st
     return command_finish(command_id, CommandStatus.ERROR, None, error)
 
 
-def _pending_query(station_id: int, accepted: bool, own_after: int | None = None):
+def _pending_query(
+    station_id: int, accepted: bool, own_after: int | None = None
+) -> models.QuerySet:
     qs = StationCommand.objects.filter(
         station_id=station_id, status=CommandStatus.PENDING, sent_at__isnull=True
     )

@@ -425,9 +425,9 @@ class ChargingProfileSummary:
         profile = payload.get("csChargingProfiles")
         if not isinstance(profile, dict):
             return None
-        schedule = profile.get("chargingSchedule") or {}
-        periods = schedule.get("chargingSchedulePeriod") or []
-        if not periods or not isinstance(periods[0], dict):
+        schedule = profile.get("chargingSchedule")
+        periods = schedule.get("chargingSchedulePeriod") if isinstance(schedule, dict) else None
+        if not isinstance(periods, list) or not periods or not isinstance(periods[0], dict):
             return None
         valid_to = None
         if isinstance(profile.get("validTo"), str):

@@ -326,6 +326,7 @@ def test_a_charging_profile_summary_survives_odd_payloads(station):
 
     assert ChargingProfileSummary.of({}) is None
     assert ChargingProfileSummary.of({"csChargingProfiles": "x"}) is None
+    assert ChargingProfileSummary.of({"csChargingProfiles": {"chargingSchedule": "x"}}) is None
     empty = {"csChargingProfiles": {"chargingSchedule": {"chargingSchedulePeriod": []}}}
     assert ChargingProfileSummary.of(empty) is None
     odd = {
