@@ -262,7 +262,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             if data["status"] == "Accepted":
                 # After our answer is sent: wanted configuration, then queued commands,
                 # load management's profiles made by this boot among them.
-                self._spawn(self._deliver_pending(resend_everything=True, booted=True))
+                self._spawn(self._deliver_pending(after_boot=True))
         elif kind == "push":
             await self._push(data["event"], data.get("data", {}), data.get("fragments", {}))
 
@@ -299,15 +299,17 @@ class OcppConsumer(AsyncWebsocketConsumer):
                 None, v16_call.TriggerMessage(requested_message="StatusNotification")
             )
         )
-        await self._deliver_pending(resend_everything=False)
+        await self._deliver_pending(after_boot=False)
 
-    async def _deliver_pending(self, resend_everything: bool, booted: bool = False) -> None:
+    async def _deliver_pending(self, after_boot: bool) -> None:
+        """After a boot: all wanted configuration again, and the boot's own load-management
+        profiles with the pending commands; on a resume only what is not applied or sent."""
         ref = self.ref
         if ref is None:
             return
-        await db(commands.configuration_resend, COMMANDS)(ref.id, resend_everything)
+        await db(commands.configuration_resend, COMMANDS)(ref.id, after_boot)
         pending = await db(commands.commands_pending, COMMANDS)(
-            ref.id, ref.registration_status, ref.last_command_id if booted else None
+            ref.id, ref.registration_status, ref.last_command_id if after_boot else None
         )
         for command_id in pending:
             if self.ref is None or self.closing:  # the socket closed meanwhile

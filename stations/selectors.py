@@ -58,6 +58,5 @@ def dashboard_figures(organization: Organization) -> dict[str, int | Decimal]:
         "total": stations["total"],
         "online": stations["online"],
         "active": sessions["active"],
-        "energy_today_wh": sessions["energy_today"] or 0,
         "energy_today_kwh": Decimal(sessions["energy_today"] or 0) / 1000,
     }

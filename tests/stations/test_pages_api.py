@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
@@ -115,7 +117,7 @@ def test_dashboard_counts_todays_energy_in_kwh_from_local_midnight(tenants, stat
         page = tenants.client(tenants.owner_a).get(
             reverse("org_dashboard", kwargs={"org": "alpha"})
         )
-    assert figures["energy_today_wh"] == 12_345
+    assert figures["energy_today_kwh"] == Decimal("12.345")
     assert "12.3&nbsp;kWh today" in page.content.decode()
 
 
